@@ -1,0 +1,110 @@
+"""Reading vendor JSON the lenient way the vendors need: numbers as strings, seconds or
+milliseconds, single-quoted values in published samples."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from receiver.errors import BadPayload
+
+_SINGLE_QUOTED_VALUE = re.compile(r"(:\s*)'([^'\"\\]*)'")
+# ITNIO's zone-less local times (SMS reply_time); its own APIs answer in +08:00.
+VENDOR_LOCAL_TIME = timezone(timedelta(hours=8))
+
+
+def load_json(body: bytes) -> Any:
+    """Parse a body; BadPayload naming what was wrong if it cannot be read."""
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadPayload("The body is not UTF-8 text.", code="invalid_encoding") from None
+    if not text.strip():
+        raise BadPayload("The body is empty.", code="empty_body")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        repaired = _SINGLE_QUOTED_VALUE.sub(r'\1"\2"', text)
+        if repaired != text:
+            try:
+                return json.loads(repaired)
+            except ValueError:
+                pass
+        raise BadPayload(f"The body is not valid JSON ({exc.msg} at character {exc.pos}).",
+                         code="invalid_json") from None
+
+
+def objects(payload: Any, *, what: str) -> list[dict[str, Any]]:
+    """One object or an array of objects, as a list."""
+    items = payload if isinstance(payload, list) else [payload]
+    if not items or not all(isinstance(item, dict) for item in items):
+        raise BadPayload(f"Expected {what} as a JSON object or an array of objects.",
+                         code="wrong_shape")
+    return items
+
+
+def text(value: Any) -> str | None:
+    """A string from a string or a number; None for anything else or blank."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return str(int(value)) if float(value).is_integer() else str(value)
+    if isinstance(value, str):
+        return value.strip() or None
+    return None
+
+
+def mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def boolean(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return None
+
+
+def epoch(value: Any) -> datetime | None:
+    """Epoch seconds or milliseconds (as a number or a string), or an ISO time."""
+    raw = text(value)
+    if raw is None:
+        return None
+    try:
+        number = float(raw)
+    except ValueError:
+        return iso(raw)
+    if number > 1e12:  # milliseconds
+        number /= 1000
+    try:
+        return datetime.fromtimestamp(number, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def iso(value: Any) -> datetime | None:
+    """An ISO-8601 or 'YYYY-MM-DD HH:MM:SS' time; zone-less ones are the vendor's local time."""
+    raw = text(value)
+    if raw is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=VENDOR_LOCAL_TIME)
+    return parsed.astimezone(UTC)
+
+
+def required(item: dict[str, Any], *path: str, what: str) -> str:
+    """A string at `path`, or BadPayload: the body has the wrong shape for `what`."""
+    value: Any = item
+    for step in path:
+        value = mapping(value).get(step)
+    found = text(value)
+    if found is None:
+        raise BadPayload(f"{what} has no {'.'.join(path)}.", code="wrong_shape")
+    return found

@@ -1,0 +1,119 @@
+"""Applying parsed events to the store, each exactly once (its key is claimed first).
+
+Runs inside the caller's transaction; never commits.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlmodel import Session
+
+from receiver.events import ChatSeen, Event, Owner, StatusReported, TemplateChanged, Unhandled
+from receiver.settings import Settings
+from sender import status as status_rules
+from sender.window import inbound_time
+from store import conversations, inbox, messages, templates
+
+logger = logging.getLogger(__name__)
+
+# What a body's state says, most telling first.
+_STATE_ORDER = ("flagged", "applied", "duplicate", "stored")
+
+
+def is_owned(owner: Owner, settings: Settings) -> bool:
+    if owner.kind == "itnio_whatsapp":
+        return settings.is_itnio_app_configured(owner.ref, channel="whatsapp")
+    if owner.kind == "itnio_sms":
+        return settings.is_itnio_app_configured(owner.ref, channel="sms")
+    return settings.is_yzj_account_configured(owner.ref)
+
+
+def apply_events(session: Session, *, events: list[Event], inbox_body_id: int | None,
+                 received_at: datetime, settings: Settings, now: datetime) -> str:
+    """Apply what is new in `events`; the body's resulting state."""
+    outcomes = set()
+    for event in events:
+        if isinstance(event, Unhandled):
+            outcomes.add("stored")
+        elif not is_owned(event.owner, settings):
+            logger.warning("event for an account not configured: stored, not applied",
+                           extra={"action": "webhook_flagged", "owner_kind": event.owner.kind})
+            outcomes.add("flagged")
+        elif not inbox.claim_key(session, key=event.key, inbox_body_id=inbox_body_id, now=now):
+            outcomes.add("duplicate")
+        else:
+            _apply(session, event, inbox_body_id=inbox_body_id, received_at=received_at, now=now)
+            outcomes.add("applied")
+    return next((state for state in _STATE_ORDER if state in outcomes), "stored")
+
+
+def _apply(session: Session, event: Event, *, inbox_body_id: int | None,
+           received_at: datetime, now: datetime) -> None:
+    if isinstance(event, ChatSeen):
+        _apply_chat(session, event, inbox_body_id=inbox_body_id, received_at=received_at, now=now)
+    elif isinstance(event, StatusReported):
+        _apply_status(session, event, inbox_body_id=inbox_body_id, received_at=received_at)
+    elif isinstance(event, TemplateChanged):
+        templates.record_status(
+            session, vendor_template_id=event.vendor_template_id, name=event.name,
+            language=event.language, status=event.status, reason=event.reason,
+            at=inbound_time(event.occurred_at, received_at=received_at),
+        )
+
+
+def _apply_chat(session: Session, event: ChatSeen, *, inbox_body_id: int | None,
+                received_at: datetime, now: datetime) -> None:
+    # A timestamp in the future is clamped to when we received the message.
+    at = inbound_time(event.sent_at, received_at=received_at)
+    if event.direction == "in":
+        conversation_id = conversations.record_inbound(
+            session, channel=event.channel, account=event.account, customer=event.customer,
+            message_at=at, message_id=event.vendor_message_id,
+            customer_name=event.customer_name, now=now,
+        )
+    else:
+        conversation_id = conversations.record_outbound(
+            session, channel=event.channel, account=event.account, customer=event.customer,
+            message_at=at, now=now,
+        )
+    messages.add_chat_message(
+        session, conversation_id=conversation_id, channel=event.channel,
+        direction=event.direction, vendor_message_id=event.vendor_message_id,
+        msg_type=event.msg_type, text=event.text, content=event.content, sent_at=at,
+        received_at=received_at, inbox_body_id=inbox_body_id,
+    )
+
+
+def _apply_status(session: Session, event: StatusReported, *, inbox_body_id: int | None,
+                  received_at: datetime) -> None:
+    at = inbound_time(event.occurred_at, received_at=received_at)
+    message = messages.find_outbound(session, channel=event.channel,
+                                     vendor_message_id=event.vendor_message_id,
+                                     client_ref=event.client_ref)
+    messages.add_status_event(
+        session, channel=event.channel, vendor_message_id=event.vendor_message_id,
+        client_ref=event.client_ref, message_id=message.id if message else None,
+        status=event.status, occurred_at=at, received_at=received_at,
+        failure_code=event.failure_code, failure_reason=event.failure_reason,
+        detail={**event.detail, "billable": event.billable,
+                "conversation_type": event.conversation_type, "cost": event.cost},
+        inbox_body_id=inbox_body_id,
+    )
+    if message is None:
+        return  # kept; applied when our own call's answer names this message
+    transition = status_rules.advance(message.status, event.status, at=at,
+                                      stamped=messages.stamped_statuses(message))
+    messages.set_status(message, status=transition.status, stamps=transition.stamps,
+                        flagged=transition.flagged)
+    if event.status == "failed" and transition.status == "failed":
+        message.failure_code = event.failure_code
+        message.failure_reason = event.failure_reason
+    if event.billable is not None:
+        message.billable = event.billable
+    message.conversation_type = event.conversation_type or message.conversation_type
+    message.cost = event.cost or message.cost
+    session.add(message)
+
+

@@ -1,0 +1,137 @@
+"""The `replywindow` command."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime
+
+import click
+from sqlmodel import Session
+
+from receiver.settings import Settings
+from store import db, keys, migrate
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@click.group()
+def main() -> None:
+    """replywindow: reply windows, routes and delivery outcomes between bots and vendors."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int)
+@click.option("--migrate/--no-migrate", default=True, show_default=True,
+              help="Bring the database up to date before serving.")
+def serve(host: str, port: int, workers: int, migrate: bool) -> None:
+    """Run the service."""
+    import uvicorn
+
+    settings = Settings()
+    if migrate:
+        _upgrade(settings)
+    if "REPLYWINDOW_PUBLIC_URL" not in os.environ:
+        shown_host = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1") else host
+        os.environ["REPLYWINDOW_PUBLIC_URL"] = f"http://{shown_host}:{port}"
+    uvicorn.run("receiver.app:app_from_env", factory=True, host=host, port=port,
+                workers=workers, proxy_headers=True, server_header=False)
+
+
+def _upgrade(settings: Settings) -> None:
+    migrate.upgrade(settings.database_url)
+
+
+@main.group("db")
+def db_group() -> None:
+    """The database."""
+
+
+@db_group.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every migration not yet applied."""
+    _upgrade(Settings())
+    click.echo("database is up to date")
+
+
+@main.command()
+def urls() -> None:
+    """Print the webhook URLs to give each vendor (with the secret token)."""
+    from receiver.app import resolve_webhook_token, webhook_urls
+
+    settings = Settings()
+    engine = db.make_engine(settings.database_url)
+    token, _ = resolve_webhook_token(settings, engine, _now)
+    for name, url in webhook_urls(settings.public_url, token).items():
+        click.echo(f"{name:<15} POST {url}")
+
+
+@main.group("keys")
+def keys_group() -> None:
+    """Bot API keys."""
+
+
+@keys_group.command("add")
+@click.argument("name")
+@click.option("--account", "accounts", multiple=True,
+              help="Limit the key to this business phone or staff wxid (repeatable).")
+def keys_add(name: str, accounts: tuple[str, ...]) -> None:
+    """Create a key; it is printed once and stored only as a hash."""
+    engine = db.make_engine(Settings().database_url)
+    with Session(db.writer(engine)) as session, session.begin():
+        row, key = keys.create(session, name=name, accounts=list(accounts) or None, now=_now())
+        key_id = row.id
+    click.echo(key)
+    click.echo(f"(key {key_id} '{name}': keep it now, it is not shown again)", err=True)
+
+
+@keys_group.command("list")
+def keys_list() -> None:
+    """List keys (never the keys themselves)."""
+    engine = db.make_engine(Settings().database_url)
+    with Session(engine) as session:
+        rows = keys.all_keys(session)
+    for row in rows:
+        scope = ",".join(row.accounts) if row.accounts is not None else "all accounts"
+        state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+        click.echo(f"{row.id:>4}  {row.prefix}…  {row.name:<20} {scope:<30} {state}")
+    if not rows:
+        click.echo("no keys (keys in REPLYWINDOW_API_KEYS are not listed)")
+
+
+@keys_group.command("revoke")
+@click.argument("ref")
+def keys_revoke(ref: str) -> None:
+    """Revoke a key by id, name or prefix."""
+    engine = db.make_engine(Settings().database_url)
+    with Session(db.writer(engine)) as session, session.begin():
+        row = keys.revoke(session, ref=ref, now=_now())
+    if row is None:
+        raise click.ClickException(f"no key with id, name or prefix {ref!r}")
+    click.echo(f"key {row.id} '{row.name}' is revoked")
+
+
+@main.group("inbox")
+def inbox_group() -> None:
+    """The archive of every webhook body received."""
+
+
+@inbox_group.command("replay")
+@click.option("--state", "states", multiple=True,
+              help="Only bodies in this state (repeatable; default: all).")
+@click.option("--quarantined/--no-quarantined", default=True, show_default=True,
+              help="Also retry the quarantined bodies.")
+def inbox_replay(states: tuple[str, ...], quarantined: bool) -> None:
+    """Re-read stored bodies with the current parsers and apply what is new (idempotent)."""
+    from receiver.replay import replay
+
+    settings = Settings()
+    engine = db.make_engine(settings.database_url)
+    report = replay(engine, settings=settings, states=list(states) or None,
+                    quarantined=quarantined, now=_now())
+    click.echo(report.summary())

@@ -1,0 +1,101 @@
+"""Errors a client can cause, and the one place that turns them into HTTP answers.
+
+    ApiError                 status, error code, a sentence
+    ├── BadPayload           400  a webhook body that can't be read (quarantined)
+    ├── Unauthorized         401  no API key, or a wrong one
+    ├── Forbidden            403  an account the key is not scoped to
+    ├── NotFound             404  also a wrong webhook token
+    ├── PayloadTooLarge      413  over 1 MiB
+    ├── Invalid              422  a request that breaks a documented rule
+    └── Unavailable          503  the store can't be reached; the vendor should retry
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, detail: str, *, code: str | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code:
+            self.code = code
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.code, "detail": self.detail, **self.extra}
+
+
+class BadPayload(ApiError):
+    status = 400
+    code = "unreadable_body"
+
+
+class Unauthorized(ApiError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "not_found"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    code = "payload_too_large"
+
+
+class Invalid(ApiError):
+    status = 422
+    code = "invalid"
+
+
+class Unavailable(ApiError):
+    status = 503
+    code = "unavailable"
+
+
+def _api_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return JSONResponse(
+        {"error": code, "detail": str(exc.detail)}, status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+def _unexpected(_request: Request, exc: Exception) -> Response:
+    logger.exception("unexpected error", extra={"action": "unexpected_error"})
+    return JSONResponse(
+        {"error": "internal", "detail": "Something went wrong on our side; it was logged."},
+        status_code=500,
+    )
+
+
+exception_handlers = {ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected}

@@ -1,0 +1,65 @@
+"""The only module that reads the environment (and `.env`)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="REPLYWINDOW_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    database_url: str = "sqlite:///./replywindow.db"
+    webhook_token: SecretStr | None = None
+    api_keys: str = ""
+
+    itnio_base_url: str = "https://api.itniotech.com"
+    itnio_api_key: SecretStr | None = None
+    itnio_api_secret: SecretStr | None = None
+    itnio_wa_app_id: str | None = None
+    itnio_sms_app_id: str | None = None
+
+    yzj_base_url: str = "https://oapi-yzj.miaokol.com"
+    yzj_app_id: str | None = None
+    yzj_app_secret: SecretStr | None = None
+    yzj_encoding_aes_key: SecretStr | None = None
+    # Staff accounts (serving wxids) this service speaks for; callbacks for others are flagged.
+    yzj_accounts: str = ""
+
+    window_margin_seconds: int = Field(default=120, ge=0, lt=24 * 3600)
+    wecom_confirm_seconds: int = Field(default=600, ge=0)
+    fallback_template: str | None = None
+    bot_webhook_url: str | None = None
+    bot_webhook_secret: SecretStr | None = None
+
+    # Where the service is reachable, for the webhook URLs printed at start.
+    public_url: str = "http://localhost:8000"
+    run_scheduler: bool = True
+
+    @field_validator("webhook_token", "yzj_encoding_aes_key", "bot_webhook_secret", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def env_api_keys(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    @property
+    def yzj_account_ids(self) -> frozenset[str]:
+        return frozenset(a.strip() for a in self.yzj_accounts.split(",") if a.strip())
+
+    def is_itnio_app_configured(self, app_id: str | None, *, channel: str) -> bool:
+        """An appId we were not told about is flagged; with none configured, all are ours."""
+        configured = self.itnio_wa_app_id if channel == "whatsapp" else self.itnio_sms_app_id
+        if not configured or app_id is None:
+            return True
+        return app_id == configured
+
+    def is_yzj_account_configured(self, wxid: str | None) -> bool:
+        accounts = self.yzj_account_ids
+        return not accounts or wxid in accounts

@@ -1,0 +1,110 @@
+"""GET /v1/windows/...: the WhatsApp reply windows, for bots."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlmodel import Session
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from receiver.auth import authenticate
+from receiver.errors import Invalid
+from receiver.runtime import Runtime
+from sender.window import WINDOW, open_since, window_state
+from store import conversations
+from store.models import Conversation
+
+PHONE = re.compile(r"^\+?\d{7,14}$")
+MAX_LIMIT = 1000
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def _phone(value: str, field: str) -> str:
+    if not PHONE.match(value):
+        raise Invalid(f"{field} must be a phone number of 7 to 14 digits (country code first).",
+                      code="invalid_phone", field=field)
+    return value.lstrip("+")
+
+
+def _int_param(request: Request, name: str, default: int, *, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise Invalid(f"{name} must be a whole number from {low} to {high}.",
+                      code="invalid_parameter", field=name)
+    return int(raw)
+
+
+def _bool_param(request: Request, name: str) -> bool:
+    raw = (request.query_params.get(name) or "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise Invalid(f"{name} must be true or false.", code="invalid_parameter", field=name)
+    return raw in ("true", "1")
+
+
+def window_body(conversation: Conversation | None, *, business: str, recipient: str,
+                now: datetime, margin: timedelta) -> dict[str, Any]:
+    last_inbound = conversation.last_inbound_at if conversation else None
+    state = window_state(last_inbound, now=now, margin=margin)
+    last_outbound = conversation.last_outbound_at if conversation else None
+    return {
+        "channel": "whatsapp",
+        "business_phone": business,
+        "recipient": recipient,
+        "open": state.open,
+        "last_inbound_at": iso(state.last_inbound_at),
+        "expires_at": iso(state.expires_at),
+        "closes_at": iso(state.closes_at),
+        "seconds_left": state.seconds_left,
+        "unanswered": last_inbound is not None
+        and (last_outbound is None or last_outbound < last_inbound),
+    }
+
+
+def get_window(request: Request) -> JSONResponse:
+    runtime: Runtime = request.state.runtime
+    caller = authenticate(request, runtime)
+    business = _phone(request.path_params["business"], "business_phone")
+    recipient = _phone(request.path_params["recipient"], "recipient")
+    caller.require(business)
+    now = runtime.clock()
+    with Session(runtime.engine) as session:
+        conversation = conversations.get(session, channel="whatsapp", account=business,
+                                         customer=recipient)
+    return JSONResponse(window_body(conversation, business=business, recipient=recipient,
+                                    now=now, margin=runtime.margin))
+
+
+def list_windows(request: Request) -> JSONResponse:
+    runtime: Runtime = request.state.runtime
+    caller = authenticate(request, runtime)
+    day = int(WINDOW.total_seconds())
+    expiring_within = _int_param(request, "expiring_within", day, low=0, high=day)
+    limit = _int_param(request, "limit", 100, low=1, high=MAX_LIMIT)
+    unanswered = _bool_param(request, "unanswered")
+    now = runtime.clock()
+    after = open_since(now=now, margin=runtime.margin)
+    with Session(runtime.engine) as session:
+        rows = conversations.by_last_inbound(
+            session, after=after, until=after + timedelta(seconds=expiring_within),
+            unanswered=unanswered,
+            accounts=sorted(caller.accounts) if caller.accounts is not None else None,
+            limit=limit,
+        )
+    windows = [window_body(row, business=row.account, recipient=row.customer, now=now,
+                           margin=runtime.margin) for row in rows]
+    return JSONResponse({"windows": windows, "count": len(windows)})
+
+
+routes = [
+    Route("/v1/windows/whatsapp/{business}/{recipient}", get_window, methods=["GET"]),
+    Route("/v1/windows", list_windows, methods=["GET"]),
+]
