@@ -34,8 +34,8 @@ def claim_key(session: Session, *, key: str, inbox_body_id: int | None, now: dat
     """True the first time `key` is seen: its event is to be applied. Safe across replicas:
     on PostgreSQL a concurrent claim waits for the first and then finds the key taken."""
     stmt = insert(session, EventKey).values(key=key, inbox_body_id=inbox_body_id, applied_at=now)
-    result = session.exec(stmt.on_conflict_do_nothing(index_elements=["key"]))  # type: ignore[call-overload]
-    return bool(result.rowcount)
+    stmt = stmt.on_conflict_do_nothing(index_elements=["key"]).returning(stmt.table.c.key)
+    return session.exec(stmt).first() is not None  # type: ignore[call-overload]
 
 
 def bodies_page(session: Session, *, after_id: int, states: list[str] | None,

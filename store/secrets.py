@@ -19,7 +19,8 @@ def get_or_create(session: Session, *, name: str, make: Callable[[], str],
     """
     candidate = make()
     stmt = insert(session, AppSecret).values(name=name, value=candidate, created_at=now)
-    created = bool(session.exec(stmt.on_conflict_do_nothing(index_elements=["name"])).rowcount)  # type: ignore[call-overload]
+    stmt = stmt.on_conflict_do_nothing(index_elements=["name"]).returning(stmt.table.c.name)
+    created = session.exec(stmt).first() is not None  # type: ignore[call-overload]
     row = session.get(AppSecret, name)
     assert row is not None
     return row.value, created
