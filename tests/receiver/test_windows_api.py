@@ -1,0 +1,147 @@
+"""GET /v1/windows: what a bot sees of the reply windows, at the edges, on both databases."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from starlette.testclient import TestClient
+
+from tests.conftest import DATA, TOKEN, FakeClock
+
+WA = f"/webhooks/itnio/whatsapp/{TOKEN}"
+BUSINESS, CUSTOMER = "91856321412", "91856321432"
+WINDOW_URL = f"/v1/windows/whatsapp/{BUSINESS}/{CUSTOMER}"
+
+
+def uplink(client: TestClient, clock: FakeClock, *, customer: str = CUSTOMER,
+           message_id: str = "m1", ago: timedelta = timedelta(0)) -> None:
+    body = json.loads((DATA / "webhooks" / "itnio_wa_uplink_text.json").read_text())
+    body |= {"messageId": message_id, "timestamp": int((clock.now - ago).timestamp()),
+             "from": {"phone": customer, "name": "C"}}
+    assert client.post(WA, json=body).status_code == 200
+
+
+def test_a_window_never_opened_is_closed_not_404(client: TestClient, auth: dict[str, str]) -> None:
+    response = client.get(WINDOW_URL, headers=auth)
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "channel": "whatsapp", "business_phone": BUSINESS, "recipient": CUSTOMER, "open": False,
+        "last_inbound_at": None, "expires_at": None, "closes_at": None, "seconds_left": 0,
+        "unanswered": False,
+    }
+
+
+def test_an_inbound_message_opens_the_window(client: TestClient, clock: FakeClock,
+                                             auth: dict[str, str]) -> None:
+    uplink(client, clock)
+
+    window = client.get(WINDOW_URL, headers=auth).json()
+    assert window["open"] is True
+    assert window["last_inbound_at"] == "2026-11-24T10:00:00Z"
+    assert window["expires_at"] == "2026-11-25T09:58:00Z"  # 24 h less the 120 s margin
+    assert window["closes_at"] == "2026-11-25T10:00:00Z"
+    assert window["seconds_left"] == 24 * 3600 - 120
+    assert window["unanswered"] is True
+
+
+@pytest.mark.parametrize(
+    ("after", "is_open", "seconds_left"),
+    [
+        (timedelta(hours=24, seconds=-121), True, 1),  # one second before the margin
+        (timedelta(hours=24, seconds=-120), False, 0),  # exactly 24 h less the margin
+        (timedelta(hours=24, seconds=-119), False, 0),  # one second after
+        (timedelta(hours=24), False, 0),
+    ],
+)
+def test_the_window_edge_to_the_second(client: TestClient, clock: FakeClock, auth: dict[str, str],
+                                       after: timedelta, is_open: bool, seconds_left: int) -> None:
+    uplink(client, clock)
+    clock.advance(seconds=after.total_seconds())
+
+    window = client.get(WINDOW_URL, headers=auth).json()
+    assert (window["open"], window["seconds_left"]) == (is_open, seconds_left)
+
+
+def test_a_later_message_extends_the_window(client: TestClient, clock: FakeClock,
+                                            auth: dict[str, str]) -> None:
+    uplink(client, clock, message_id="m1")
+    clock.advance(hours=23)
+    uplink(client, clock, message_id="m2")
+    clock.advance(hours=2)
+
+    assert client.get(WINDOW_URL, headers=auth).json()["open"] is True
+
+
+def test_expiring_windows_are_listed_soonest_first(client: TestClient, clock: FakeClock,
+                                                   auth: dict[str, str]) -> None:
+    uplink(client, clock, customer="91800000001", message_id="a", ago=timedelta(hours=23, minutes=30))
+    uplink(client, clock, customer="91800000002", message_id="b", ago=timedelta(hours=23))
+    uplink(client, clock, customer="91800000003", message_id="c", ago=timedelta(hours=1))
+    uplink(client, clock, customer="91800000004", message_id="d", ago=timedelta(hours=25))
+
+    response = client.get("/v1/windows?expiring_within=3600", headers=auth)
+
+    assert response.status_code == 200
+    listed = [w["recipient"] for w in response.json()["windows"]]
+    assert listed == ["91800000001", "91800000002"]
+    every_open = client.get("/v1/windows", headers=auth).json()["windows"]
+    assert [w["recipient"] for w in every_open] == ["91800000001", "91800000002", "91800000003"]
+
+
+def test_unanswered_leaves_out_windows_a_reply_already_answered(
+        client: TestClient, clock: FakeClock, auth: dict[str, str], engine: object) -> None:
+    from sqlmodel import Session
+
+    from store import conversations
+
+    uplink(client, clock, customer="91800000001", message_id="a", ago=timedelta(hours=23))
+    uplink(client, clock, customer="91800000002", message_id="b", ago=timedelta(hours=23))
+    with Session(engine) as session, session.begin():  # type: ignore[call-overload]
+        conversations.record_outbound(session, channel="whatsapp", account=BUSINESS,
+                                      customer="91800000002", message_at=clock.now, now=clock.now)
+
+    answered = client.get("/v1/windows?expiring_within=7200", headers=auth).json()["windows"]
+    unanswered = client.get("/v1/windows?expiring_within=7200&unanswered=true",
+                            headers=auth).json()["windows"]
+    assert len(answered) == 2
+    assert [w["recipient"] for w in unanswered] == ["91800000001"]
+
+
+@pytest.mark.parametrize("query", ["expiring_within=-1", "expiring_within=abc",
+                                   "expiring_within=999999", "unanswered=maybe", "limit=0"])
+def test_bad_parameters_are_422_naming_the_field(client: TestClient, auth: dict[str, str],
+                                                 query: str) -> None:
+    response = client.get(f"/v1/windows?{query}", headers=auth)
+
+    assert response.status_code == 422
+    assert response.json()["field"] == query.split("=")[0]
+
+
+def test_a_recipient_that_is_not_a_phone_number_is_422(client: TestClient, auth: dict[str, str]) -> None:
+    response = client.get(f"/v1/windows/whatsapp/{BUSINESS}/12ab", headers=auth)
+
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_phone"
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"},
+                                     {"Authorization": "Basic dGVzdDp0ZXN0"}])
+def test_no_or_a_wrong_key_is_401(client: TestClient, headers: dict[str, str]) -> None:
+    response = client.get(WINDOW_URL, headers=headers)
+
+    assert response.status_code == 401
+    assert response.json()["error"] == "unauthorized"
+
+
+def test_health_and_readiness(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready"}
+
+
+def test_an_unknown_path_is_a_json_404(client: TestClient) -> None:
+    response = client.get("/nope")
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
