@@ -57,7 +57,7 @@ def _announce(settings: Settings, token: str, *, generated: bool) -> None:
     shown = token if generated else token[:4] + "…"
     lines = ["replywindow: vendor webhook URLs" + ("" if generated else
              " (token hidden; `replywindow urls` prints it)") + ":"]
-    lines += [f"  {name:<15} POST {url}" for name, url in
+    lines += [f"  POST {url}   ({name})" for name, url in
               webhook_urls(settings.public_url, shown).items()]
     if generated:
         lines.append("  (REPLYWINDOW_WEBHOOK_TOKEN was unset: this token was generated and "

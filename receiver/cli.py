@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import click
+from sqlalchemy import Engine
 from sqlmodel import Session
 
 from receiver.settings import Settings
@@ -15,6 +18,16 @@ from store import db, keys, migrate
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+@contextlib.contextmanager
+def _engine(settings: Settings) -> Iterator[Engine]:
+    """An engine for one command, its connections closed when the command ends."""
+    engine = db.make_engine(settings.database_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 @click.group()
@@ -65,10 +78,10 @@ def urls() -> None:
     from receiver.app import resolve_webhook_token, webhook_urls
 
     settings = Settings()
-    engine = db.make_engine(settings.database_url)
-    token, _ = resolve_webhook_token(settings, engine, _now)
+    with _engine(settings) as engine:
+        token, _ = resolve_webhook_token(settings, engine, _now)
     for name, url in webhook_urls(settings.public_url, token).items():
-        click.echo(f"{name:<15} POST {url}")
+        click.echo(f"POST {url}   ({name})")
 
 
 @main.group("keys")
@@ -82,9 +95,16 @@ def keys_group() -> None:
               help="Limit the key to this business phone or staff wxid (repeatable).")
 def keys_add(name: str, accounts: tuple[str, ...]) -> None:
     """Create a key; it is printed once and stored only as a hash."""
-    engine = db.make_engine(Settings().database_url)
-    with Session(db.writer(engine)) as session, session.begin():
-        row, key = keys.create(session, name=name, accounts=list(accounts) or None, now=_now())
+    name = name.strip()
+    if not name:
+        raise click.BadParameter("the name must not be blank", param_hint="NAME")
+    # Business phones as the API sees them: the windows API takes "+91..." as "91...".
+    scope = [account.strip().lstrip("+") for account in accounts]
+    if any(not account for account in scope):
+        raise click.BadParameter("an account must not be blank", param_hint="--account")
+    with _engine(Settings()) as engine, Session(db.writer(engine)) as session, \
+            session.begin():
+        row, key = keys.create(session, name=name, accounts=scope or None, now=_now())
         key_id = row.id
     click.echo(key)
     click.echo(f"(key {key_id} '{name}': keep it now, it is not shown again)", err=True)
@@ -93,8 +113,7 @@ def keys_add(name: str, accounts: tuple[str, ...]) -> None:
 @keys_group.command("list")
 def keys_list() -> None:
     """List keys (never the keys themselves)."""
-    engine = db.make_engine(Settings().database_url)
-    with Session(engine) as session:
+    with _engine(Settings()) as engine, Session(engine) as session:
         rows = keys.all_keys(session)
     for row in rows:
         scope = ",".join(row.accounts) if row.accounts is not None else "all accounts"
@@ -108,12 +127,21 @@ def keys_list() -> None:
 @click.argument("ref")
 def keys_revoke(ref: str) -> None:
     """Revoke a key by id, name or prefix."""
-    engine = db.make_engine(Settings().database_url)
-    with Session(db.writer(engine)) as session, session.begin():
-        row = keys.revoke(session, ref=ref, now=_now())
-    if row is None:
-        raise click.ClickException(f"no key with id, name or prefix {ref!r}")
-    click.echo(f"key {row.id} '{row.name}' is revoked")
+    now = _now()
+    with _engine(Settings()) as engine, Session(db.writer(engine)) as session, \
+            session.begin():
+        try:
+            row = keys.revoke(session, ref=ref, now=now)
+        except keys.AmbiguousKeyRef as exc:
+            raise click.ClickException(str(exc)) from None
+        if row is None:
+            raise click.ClickException(f"no key with id, name or prefix {ref!r}")
+        # Read before the session ends: its objects expire at commit.
+        key_id, key_name, revoked_at = row.id, row.name, row.revoked_at
+    if revoked_at is not None and revoked_at != now:
+        click.echo(f"key {key_id} '{key_name}' was already revoked on {revoked_at:%Y-%m-%d}")
+    else:
+        click.echo(f"key {key_id} '{key_name}' is revoked")
 
 
 @main.group("inbox")
@@ -131,7 +159,7 @@ def inbox_replay(states: tuple[str, ...], quarantined: bool) -> None:
     from receiver.replay import replay
 
     settings = Settings()
-    engine = db.make_engine(settings.database_url)
-    report = replay(engine, settings=settings, states=list(states) or None,
-                    quarantined=quarantined, now=_now())
+    with _engine(settings) as engine:
+        report = replay(engine, settings=settings, states=list(states) or None,
+                        quarantined=quarantined, now=_now())
     click.echo(report.summary())
