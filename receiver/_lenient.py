@@ -25,14 +25,19 @@ def load_json(body: bytes) -> Any:
         raise BadPayload("The body is empty.", code="empty_body")
     try:
         return json.loads(text)
+    except RecursionError:
+        raise BadPayload("The body is nested too deeply to read.", code="invalid_json") from None
     except ValueError as exc:
         repaired = _SINGLE_QUOTED_VALUE.sub(r'\1"\2"', text)
         if repaired != text:
             try:
                 return json.loads(repaired)
-            except ValueError:
+            except (ValueError, RecursionError):
                 pass
-        raise BadPayload(f"The body is not valid JSON ({exc.msg} at character {exc.pos}).",
+        # Not every ValueError is a JSONDecodeError (e.g. an integer over 4300 digits).
+        where = f" at character {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise BadPayload(f"The body is not valid JSON ({reason}{where}).",
                          code="invalid_json") from None
 
 
@@ -49,8 +54,10 @@ def text(value: Any) -> str | None:
     """A string from a string or a number; None for anything else or blank."""
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, int | float):
-        return str(int(value)) if float(value).is_integer() else str(value)
+    if isinstance(value, int):
+        return str(value)  # not via float: a big int would overflow it
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else str(value)
     if isinstance(value, str):
         return value.strip() or None
     return None
@@ -92,11 +99,11 @@ def iso(value: Any) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=VENDOR_LOCAL_TIME)
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 shifted out of range
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=VENDOR_LOCAL_TIME)
-    return parsed.astimezone(UTC)
 
 
 def required(item: dict[str, Any], *path: str, what: str) -> str:

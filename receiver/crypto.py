@@ -22,9 +22,10 @@ def decode_key(key: str) -> bytes:
     raw = key.strip()
     if len(raw.encode()) == 32:
         return raw.encode()
-    if len(raw) == 43:
+    unpadded = raw.rstrip("=")  # tolerate the 44-character form with its "=" kept
+    if len(unpadded) == 43:
         try:
-            decoded = base64.b64decode(raw + "=", validate=True)
+            decoded = base64.b64decode(unpadded + "=", validate=True)
         except (binascii.Error, ValueError):
             decoded = b""
         if len(decoded) == 32:
@@ -35,10 +36,12 @@ def decode_key(key: str) -> bytes:
 def _ciphertext_text(body: bytes) -> bytes:
     """The base64 text from a raw body, a JSON string, or {"encrypt": "..."}."""
     text = body.strip()
+    if not text:
+        raise BadPayload("The body is empty.", code="empty_body")
     if text[:1] in (b"{", b'"'):
         try:
             obj = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise BadPayload("The body looks like JSON but is not valid JSON.",
                              code="invalid_json") from None
         if isinstance(obj, dict):
@@ -46,8 +49,9 @@ def _ciphertext_text(body: bytes) -> bytes:
         if not isinstance(obj, str):
             raise BadPayload('Expected base64 ciphertext, a JSON string or {"encrypt": "..."}.',
                              code="wrong_shape")
-        text = obj.strip().encode()
-    return text
+        text = obj.encode(errors="replace")  # a lone surrogate fails as base64, not here
+    # Java's MIME encoders wrap base64 at 76 characters; the line breaks carry nothing.
+    return b"".join(text.split())
 
 
 def decrypt(body: bytes, key: bytes) -> bytes:

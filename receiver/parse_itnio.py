@@ -8,7 +8,7 @@ from typing import Any
 from receiver import _lenient as L
 from receiver.events import ChatSeen, Event, Owner, StatusReported, TemplateChanged, Unhandled
 
-_FAILURE = re.compile(r"^\s*(-?\d+)\s*[:：\-]?\s*(.*)$", re.S)
+_FAILURE = re.compile(r"^\s*(-?\d+)\s*[:\uff1a\-]?\s*(.*)$", re.S)
 WA_STATUSES = {"sent", "delivered", "read", "failed", "deleted"}
 
 
@@ -140,7 +140,8 @@ def _sms_event(item: dict[str, Any]) -> Event:
 
 
 def _sms_report(item: dict[str, Any], owner: Owner, msgid: str) -> StatusReported:
-    raw_status = L.text(item.get("status"))
+    # A null status is no verdict: not to be read as a failure.
+    raw_status = L.required(item, "status", what="An SMS delivery report")
     delivered = raw_status == "0"
     status = "delivered" if delivered else "failed"
     reason = L.text(item.get("reason"))

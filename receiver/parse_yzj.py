@@ -12,6 +12,7 @@ from typing import Any
 
 from receiver import _lenient as L
 from receiver import crypto
+from receiver.errors import BadPayload
 from receiver.events import ChatSeen, Event, Owner, StatusReported, Unhandled
 
 
@@ -25,14 +26,19 @@ def parse(body: bytes, *, key: bytes | None) -> list[Event]:
         owner = Owner("yzj", rel_wxid)
         data = envelope.get("data")
         items = [data] if isinstance(data, dict) else data if isinstance(data, list) else []
-        items = [item for item in items if isinstance(item, dict)]
+        items = [item for item in items if isinstance(item, dict) and item]  # {}: a placeholder
         if kind == "chatMsg":
-            events.extend(_chat_msg(item, owner, rel_wxid) for item in items)
+            events.extend(_chat_msg(item, _owner(item, rel_wxid), rel_wxid) for item in items)
         elif kind == "chatMsgSendFail":
-            events.extend(_send_fail(item, owner) for item in items)
+            events.extend(_send_fail(item, _owner(item, rel_wxid)) for item in items)
         else:
             events.append(Unhandled(kind=kind, owner=owner))
     return events
+
+
+def _owner(item: dict[str, Any], rel_wxid: str | None) -> Owner:
+    # The vendor's own sample envelope has no rel_wxid; the item's wxid is the same account.
+    return Owner("yzj", rel_wxid or L.text(item.get("wxid")))
 
 
 def _digest(item: dict[str, Any]) -> str:
@@ -72,6 +78,10 @@ def _chat_msg(item: dict[str, Any], owner: Owner, rel_wxid: str | None) -> Event
         customer = L.text(item.get("chat_wxid")) or L.text(item.get("to_wxid")) or ""
     else:
         customer = L.text(item.get("chat_wxid")) or sender or ""
+    if not account or not customer:
+        # Applied, it would open a conversation between nobody and nobody.
+        raise BadPayload("A chatMsg item names no account or no chat partner.",
+                         code="wrong_shape")
     content = L.mapping(item.get("content"))
     return ChatSeen(
         key=key, owner=owner, channel="wecom", direction="out" if outbound else "in",

@@ -4,7 +4,8 @@
 
 A later status implies the earlier ones; nothing moves backwards; a late `sent` never
 un-fails a message; a `delivered`/`read` after `failed` wins (the customer has it) and is
-flagged; `failed` after `delivered` is kept as an event but does not change the status.
+flagged; `failed` after `delivered` is kept as an event but does not change the status;
+`expired` (our guess that no outcome came) gives way to a late `delivered`, `read` or `failed`.
 """
 
 from __future__ import annotations
@@ -39,8 +40,13 @@ def advance(current: str, reported: str, *, at: datetime,
     if reported not in RANK and reported not in TERMINAL:
         return Transition(current, {})  # 'deleted' and the like: an event, not a status
     if current in TERMINAL:
-        if current == "failed" and reported in ("delivered", "read"):
-            return Transition(reported, _fill(reported, at, stamped), flagged=True)
+        if current in ("failed", "expired") and reported in ("delivered", "read"):
+            # The customer has it. After `failed` the vendor contradicted itself: flag it.
+            return Transition(reported, _fill(reported, at, stamped),
+                              flagged=current == "failed")
+        if current == "expired" and reported == "failed":
+            # `expired` was only our guess that no outcome came; the vendor's word replaces it.
+            return Transition("failed", {"failed": at})
         return Transition(current, {})
     if reported in TERMINAL:
         if RANK[current] >= RANK["delivered"]:

@@ -50,9 +50,10 @@ def inbound_time(message_at: datetime | None, *, received_at: datetime) -> datet
 
 def extended(last_inbound_at: datetime | None, message_at: datetime) -> datetime:
     """The window after one more inbound message: a late, older one never shortens it."""
+    _aware(message_at, "message_at")
     if last_inbound_at is None:
         return message_at
-    return max(last_inbound_at, message_at)
+    return max(_aware(last_inbound_at, "last_inbound_at"), message_at)
 
 
 def open_since(*, now: datetime, margin: timedelta) -> datetime:
