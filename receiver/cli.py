@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import click
+from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -18,6 +19,18 @@ from store import db, keys, migrate
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _settings() -> Settings:
+    """The configuration, or a clear error naming the variable that is wrong."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"REPLYWINDOW_{'_'.join(map(str, error['loc'])).upper()}: {error['msg']}"
+            for error in exc.errors(include_input=False)
+        )
+        raise click.ClickException(f"invalid configuration: {problems}") from None
 
 
 @contextlib.contextmanager
@@ -46,7 +59,7 @@ def serve(host: str, port: int, workers: int, migrate: bool) -> None:
     """Run the service."""
     import uvicorn
 
-    settings = Settings()
+    settings = _settings()
     if migrate:
         _upgrade(settings)
     if "REPLYWINDOW_PUBLIC_URL" not in os.environ:
@@ -68,7 +81,7 @@ def db_group() -> None:
 @db_group.command("upgrade")
 def db_upgrade() -> None:
     """Apply every migration not yet applied."""
-    _upgrade(Settings())
+    _upgrade(_settings())
     click.echo("database is up to date")
 
 
@@ -77,7 +90,7 @@ def urls() -> None:
     """Print the webhook URLs to give each vendor (with the secret token)."""
     from receiver.app import resolve_webhook_token, webhook_urls
 
-    settings = Settings()
+    settings = _settings()
     with _engine(settings) as engine:
         token, _ = resolve_webhook_token(settings, engine, _now)
     for name, url in webhook_urls(settings.public_url, token).items():
@@ -102,7 +115,7 @@ def keys_add(name: str, accounts: tuple[str, ...]) -> None:
     scope = [account.strip().lstrip("+") for account in accounts]
     if any(not account for account in scope):
         raise click.BadParameter("an account must not be blank", param_hint="--account")
-    with _engine(Settings()) as engine, Session(db.writer(engine)) as session, \
+    with _engine(_settings()) as engine, Session(db.writer(engine)) as session, \
             session.begin():
         row, key = keys.create(session, name=name, accounts=scope or None, now=_now())
         key_id = row.id
@@ -113,7 +126,7 @@ def keys_add(name: str, accounts: tuple[str, ...]) -> None:
 @keys_group.command("list")
 def keys_list() -> None:
     """List keys (never the keys themselves)."""
-    with _engine(Settings()) as engine, Session(engine) as session:
+    with _engine(_settings()) as engine, Session(engine) as session:
         rows = keys.all_keys(session)
     for row in rows:
         scope = ",".join(row.accounts) if row.accounts is not None else "all accounts"
@@ -128,7 +141,7 @@ def keys_list() -> None:
 def keys_revoke(ref: str) -> None:
     """Revoke a key by id, name or prefix."""
     now = _now()
-    with _engine(Settings()) as engine, Session(db.writer(engine)) as session, \
+    with _engine(_settings()) as engine, Session(db.writer(engine)) as session, \
             session.begin():
         try:
             row = keys.revoke(session, ref=ref, now=now)
@@ -144,6 +157,9 @@ def keys_revoke(ref: str) -> None:
         click.echo(f"key {key_id} '{key_name}' is revoked")
 
 
+BODY_STATES = ("pending", "applied", "duplicate", "flagged", "stored", "failed")
+
+
 @main.group("inbox")
 def inbox_group() -> None:
     """The archive of every webhook body received."""
@@ -151,14 +167,20 @@ def inbox_group() -> None:
 
 @inbox_group.command("replay")
 @click.option("--state", "states", multiple=True,
+              type=click.Choice(BODY_STATES),
               help="Only bodies in this state (repeatable; default: all).")
 @click.option("--quarantined/--no-quarantined", default=True, show_default=True,
               help="Also retry the quarantined bodies.")
 def inbox_replay(states: tuple[str, ...], quarantined: bool) -> None:
     """Re-read stored bodies with the current parsers and apply what is new (idempotent)."""
+    from receiver.parsers import parsers
     from receiver.replay import replay
 
-    settings = Settings()
+    settings = _settings()
+    try:
+        parsers(settings)  # a malformed 云真机 key is a configuration error, said plainly
+    except ValueError as exc:
+        raise click.ClickException(f"REPLYWINDOW_YZJ_ENCODING_AES_KEY: {exc}") from None
     with _engine(settings) as engine:
         report = replay(engine, settings=settings, states=list(states) or None,
                         quarantined=quarantined, now=_now())

@@ -34,8 +34,10 @@ class ReplayReport:
 
 
 def _replay_state(previous: str, outcome: str) -> str:
-    # Already applied bodies come back as duplicates; that is not news.
-    if outcome == "duplicate" and previous in ("applied", "duplicate"):
+    # A body whose effects are in the store keeps saying so: its events come back as
+    # duplicates, or, if the configuration has since narrowed or its parse now fails (a key
+    # rotated), as flagged or failed, and neither undoes what was applied.
+    if previous in ("applied", "duplicate") and outcome != "applied":
         return previous
     return outcome
 
@@ -63,12 +65,19 @@ def replay(engine: Engine, *, settings: Settings, states: list[str] | None, quar
                     outcome, body.detail = "failed", f"{type(exc).__name__}: {exc}"[:2000]
                 else:
                     body.event_count = len(events)
+                    body.dedup_key = next((e.key for e in events if e.key), None)
+                    if outcome == "applied":  # effects applied by this replay
+                        body.applied_at = now
+                    if body.state == "failed":
+                        body.detail = None
                 body.state = _replay_state(body.state, outcome)
                 session.add(body)
                 report.bodies[body.state] += 1
-        if len(page) < PAGE:
+            # Read while the session is open: its objects expire when the page commits.
+            last_id = page[-1].id if page else None
+        if len(page) < PAGE or last_id is None:
             break
-        after_id = page[-1].id or after_id
+        after_id = last_id
     if quarantined:
         _replay_quarantine(engine, settings=settings, read=read, now=now, report=report)
     logger.info("inbox replayed", extra={"action": "inbox_replayed"})
@@ -79,12 +88,21 @@ def _replay_quarantine(engine: Engine, *, settings: Settings, read: dict, now: d
                        report: ReplayReport) -> None:
     with Session(engine) as session, session.begin():
         for row in inbox.unresolved_quarantine(session):
+            if row.error == "payload_too_large":
+                # Only its first MiB was kept: never apply a part as if it were the whole.
+                report.still_unreadable += 1
+                continue
             parse = read.get((row.vendor, row.route))
             try:
                 events = parse(row.body) if parse is not None else None
             except BadPayload:
                 events = None
-            if events is None or row.error == "payload_too_large":
+            except Exception:  # a parser bug must not stop the rest of the quarantine
+                logger.exception("parsing a quarantined body failed",
+                                 extra={"action": "quarantine_parse_failed",
+                                        "quarantined_body_id": row.id})
+                events = None
+            if events is None:
                 report.still_unreadable += 1
                 continue
             body = inbox.add_body(
@@ -92,11 +110,18 @@ def _replay_quarantine(engine: Engine, *, settings: Settings, read: dict, now: d
                 headers=row.headers, body=row.body,
                 dedup_key=next((e.key for e in events if e.key), None), event_count=len(events),
             )
-            with session.begin_nested():
-                body.state = apply_events(session, events=events, inbox_body_id=body.id,
-                                          received_at=row.received_at, settings=settings,
-                                          now=now)
-            body.applied_at = now
+            try:
+                with session.begin_nested():
+                    body.state = apply_events(session, events=events, inbox_body_id=body.id,
+                                              received_at=row.received_at, settings=settings,
+                                              now=now)
+            except Exception as exc:  # kept in the archive as failed, for the next replay
+                logger.exception("applying a recovered body failed; stored for replay",
+                                 extra={"action": "quarantine_apply_failed",
+                                        "quarantined_body_id": row.id})
+                body.state, body.detail = "failed", f"{type(exc).__name__}: {exc}"[:2000]
+            else:
+                body.applied_at = now
             row.resolved_at, row.inbox_body_id = now, body.id
             session.add_all([body, row])
             report.recovered += 1

@@ -37,13 +37,33 @@ def all_keys(session: Session) -> list[ApiKey]:
     return list(session.exec(select(ApiKey).order_by(col(ApiKey.id))).all())
 
 
+class AmbiguousKeyRef(ValueError):
+    """`ref` names more than one active key; nothing was revoked."""
+
+    def __init__(self, ref: str, ids: list[int]) -> None:
+        super().__init__(f"{ref!r} matches more than one active key (ids "
+                         f"{', '.join(map(str, ids))}); revoke one by its id")
+        self.ids = ids
+
+
 def revoke(session: Session, *, ref: str, now: datetime) -> ApiKey | None:
-    """Revoke the key whose id, name or prefix is `ref`."""
+    """Revoke the key whose id, name or prefix is `ref`; None if there is none.
+
+    Names need not be unique: an active key is preferred over revoked ones with the same
+    name, and a ref that matches several active keys revokes none (AmbiguousKeyRef). A key
+    that was already revoked is returned as it is (its `revoked_at` unchanged).
+    """
     matches = [ApiKey.name == ref, ApiKey.prefix == ref]
     if ref.isdigit():
         matches.append(ApiKey.id == int(ref))
-    row = session.exec(select(ApiKey).where(or_(*matches))).first()
-    if row is not None and row.revoked_at is None:
+    rows = list(session.exec(select(ApiKey).where(or_(*matches)).order_by(col(ApiKey.id))).all())
+    active = [row for row in rows if row.revoked_at is None]
+    if len(active) > 1:
+        raise AmbiguousKeyRef(ref, [row.id for row in active if row.id is not None])
+    if active:
+        row = active[0]
         row.revoked_at = now
         session.add(row)
-    return row
+        session.flush()
+        return row
+    return rows[-1] if rows else None

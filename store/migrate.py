@@ -21,6 +21,11 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(config(url), revision)
 
 
+def downgrade(url: str, revision: str = "base") -> None:
+    """Undo migrations down to `revision` ("base": no tables left)."""
+    command.downgrade(config(url), revision)
+
+
 def check(url: str) -> None:
     """Raise if the models have drifted from the migrations."""
     command.check(config(url))

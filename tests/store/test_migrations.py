@@ -1,0 +1,128 @@
+"""The migrations, on brand-new databases: they build exactly the models' schema, run twice
+harmlessly, and come apart and back together again."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.util.exc import CommandError
+from sqlalchemy import create_engine, inspect, make_url, text
+from sqlmodel import SQLModel
+
+import store.models  # noqa: F401  (registers the tables)
+from store import migrate
+
+MODEL_TABLES = {table.name for table in SQLModel.metadata.sorted_tables}
+
+
+def _fresh_sqlite(tmp_path: Path) -> Iterator[str]:
+    path = tmp_path / "brand-new.db"
+    assert not path.exists()
+    yield f"sqlite:///{path}"
+
+
+def _fresh_postgres() -> Iterator[str]:
+    base = os.environ.get("TEST_DATABASE_URL")
+    if not base:
+        pytest.skip("TEST_DATABASE_URL is not set: no PostgreSQL server to create a database on")
+    server = make_url(base)
+    name = f"replywindow_migrations_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database nobody has touched: no tables, no alembic_version."""
+    if request.param == "sqlite":
+        yield from _fresh_sqlite(tmp_path)
+    else:
+        yield from _fresh_postgres()
+
+
+def _tables(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def _version(url: str) -> str | None:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if "alembic_version" not in inspect(conn).get_table_names():
+                return None
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    finally:
+        engine.dispose()
+
+
+def _head() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(migrate.config("sqlite://")).get_current_head()
+    assert head is not None
+    return head
+
+
+def test_an_empty_database_is_not_up_to_date(empty_url: str) -> None:
+    with pytest.raises(CommandError, match="not up to date"):
+        migrate.check(empty_url)
+
+
+def test_upgrade_builds_exactly_the_models(empty_url: str) -> None:
+    migrate.upgrade(empty_url)
+
+    migrate.check(empty_url)  # raises if the models and the migrations disagree
+    assert _tables(empty_url) == MODEL_TABLES | {"alembic_version"}
+    assert _version(empty_url) == _head()
+
+
+def test_upgrade_twice_is_harmless(empty_url: str) -> None:
+    migrate.upgrade(empty_url)
+    migrate.upgrade(empty_url)
+
+    migrate.check(empty_url)
+    assert _tables(empty_url) == MODEL_TABLES | {"alembic_version"}
+    assert _version(empty_url) == _head()
+
+
+def test_upgrade_keeps_the_data(empty_url: str) -> None:
+    migrate.upgrade(empty_url)
+    engine = create_engine(empty_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO app_secrets (name, value, created_at) "
+                              "VALUES ('webhook_token', 'kept', '2026-11-24 10:00:00')"))
+        migrate.upgrade(empty_url)
+        with engine.connect() as conn:
+            value = conn.execute(text("SELECT value FROM app_secrets")).scalar_one()
+    finally:
+        engine.dispose()
+    assert value == "kept"
+
+
+def test_downgrade_to_base_then_upgrade_again(empty_url: str) -> None:
+    migrate.upgrade(empty_url)
+
+    migrate.downgrade(empty_url, "base")
+    assert _tables(empty_url) <= {"alembic_version"}
+    assert _version(empty_url) is None
+
+    migrate.upgrade(empty_url)
+    migrate.check(empty_url)
+    assert _tables(empty_url) == MODEL_TABLES | {"alembic_version"}
+    assert _version(empty_url) == _head()
