@@ -11,6 +11,7 @@ from typing import Any
 from receiver.errors import BadPayload
 
 _SINGLE_QUOTED_VALUE = re.compile(r"(:\s*)'([^'\"\\]*)'")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # ITNIO's zone-less local times (SMS reply_time); its own APIs answer in +08:00.
 VENDOR_LOCAL_TIME = timezone(timedelta(hours=8))
 
@@ -24,21 +25,42 @@ def load_json(body: bytes) -> Any:
     if not text.strip():
         raise BadPayload("The body is empty.", code="empty_body")
     try:
-        return json.loads(text)
+        payload = _loads(text)
+        # Only \u escapes can smuggle in what a database refuses (lone surrogates, NUL).
+        return _storable(payload) if "\\u" in text else payload
     except RecursionError:
         raise BadPayload("The body is nested too deeply to read.", code="invalid_json") from None
     except ValueError as exc:
-        repaired = _SINGLE_QUOTED_VALUE.sub(r'\1"\2"', text)
-        if repaired != text:
-            try:
-                return json.loads(repaired)
-            except (ValueError, RecursionError):
-                pass
         # Not every ValueError is a JSONDecodeError (e.g. an integer over 4300 digits).
         where = f" at character {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
         raise BadPayload(f"The body is not valid JSON ({reason}{where}).",
                          code="invalid_json") from None
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        repaired = _SINGLE_QUOTED_VALUE.sub(r'\1"\2"', text)
+        if repaired == text:
+            raise
+        try:
+            return json.loads(repaired)
+        except (ValueError, RecursionError):
+            pass
+        raise
+
+
+def _storable(value: Any) -> Any:
+    """`value` with lone surrogates and NUL characters replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    return value
 
 
 def objects(payload: Any, *, what: str) -> list[dict[str, Any]]:

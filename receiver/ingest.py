@@ -41,6 +41,8 @@ class Received:
     # Set when the body could not be read: it goes to the quarantine instead.
     error_code: str | None = None
     error_detail: str | None = None
+    # Set when our parser broke on it: stored as `failed`, for `inbox replay` once mended.
+    parser_failure: str | None = None
 
 
 def store_batch(session: Session, items: list[Received], *, settings: Settings,
@@ -62,6 +64,10 @@ def store_batch(session: Session, items: list[Received], *, settings: Settings,
             dedup_key=next((e.key for e in item.events if e.key), None),
             event_count=len(item.events),
         )
+        if item.parser_failure is not None:
+            row.state, row.detail = "failed", item.parser_failure
+            states.append(row.state)
+            continue
         try:
             with session.begin_nested():
                 row.state = apply_events(session, events=item.events, inbox_body_id=row.id,

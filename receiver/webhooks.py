@@ -7,6 +7,8 @@ answered 413 and its first MiB quarantined. Nothing slow happens on this path.
 from __future__ import annotations
 
 import hmac
+import logging
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -15,6 +17,8 @@ from receiver.errors import BadPayload, NotFound, PayloadTooLarge
 from receiver.ingest import Received
 from receiver.runtime import Runtime
 from receiver.settings import MAX_BODY_BYTES
+
+logger = logging.getLogger(__name__)
 
 ITNIO_ACK = b'{"status":"0","reason":"success"}'
 YZJ_ACK = b'{"errcode":0}'
@@ -64,6 +68,10 @@ async def _ingest(request: Request, *, vendor: str, route: str, ack: bytes) -> R
         item.error_code, item.error_detail = exc.code, exc.detail
         await runtime.ingestor.submit(item)
         raise
+    except Exception as exc:  # our bug, not the vendor's: keep the body and acknowledge it
+        logger.exception("parser failed; body stored for replay",
+                         extra={"action": "webhook_parser_failed", "route": route})
+        item.parser_failure = f"{type(exc).__name__}: {exc}"[:2000]
     await runtime.ingestor.submit(item)
     return Response(ack, media_type="application/json")
 

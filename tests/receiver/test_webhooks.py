@@ -491,3 +491,30 @@ def test_an_unconfigured_staff_account_is_flagged(db_url: str, clock: FakeClock)
     with TestClient(create_app(settings, clock=clock)) as client:
         assert client.post(YZJ, json=payload("yzj_chatmsg_inbound.json")).status_code == 200
     assert rows_for(db_url) == {"states": ["flagged"], "conversations": 0}
+
+
+def test_text_a_database_would_refuse_is_stored_with_replacement_characters(
+        client: TestClient, engine: Engine) -> None:
+    """A lone surrogate or NUL (legal as JSON escapes) would break PostgreSQL's TEXT/JSONB."""
+    body = (DATA / "webhooks" / "itnio_wa_uplink_text.json").read_text().replace(
+        "hi, is my order shipped?", "half an emoji \\ud83d and a NUL \\u0000 here")
+
+    assert client.post(WA, content=body.encode()).json() == ITNIO_ACK
+
+    [message] = rows(engine, ChatMessage)
+    assert message.text == "half an emoji \ufffd and a NUL \ufffd here"
+    assert [b.state for b in rows(engine, InboxBody)] == ["applied"]
+
+
+def test_a_body_our_parser_breaks_on_is_kept_as_failed_for_replay(engine: Engine) -> None:
+    from receiver.ingest import Received, store_batch
+
+    now = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+    item = Received(vendor="itnio", route="whatsapp", received_at=now, headers={},
+                    body=b'{"eventType":"up-message-event"}', parser_failure="KeyError: 'x'")
+    with Session(engine) as session, session.begin():
+        states = store_batch(session, [item], settings=Settings(_env_file=None), now=now)  # type: ignore[call-arg]
+
+    assert states == ["failed"]
+    [body] = rows(engine, InboxBody)
+    assert (body.state, body.detail, body.body) == ("failed", "KeyError: 'x'", item.body)
