@@ -20,13 +20,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from receiver import webhooks, windows_api
+from receiver import messages_api, webhooks, windows_api
 from receiver.errors import exception_handlers
 from receiver.ingest import Ingestor
 from receiver.parsers import parsers
 from receiver.runtime import Clock, Runtime, utcnow
 from receiver.settings import Settings
-from store import db, secrets as stored_secrets
+from sender import jobs
+from sender.itnio import ItnioClient
+from sender.service import Sender
+from sender.yzj import YzjClient
+from store import db
+from store import secrets as stored_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +90,30 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready"})
 
 
-def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
+VENDOR_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+VENDOR_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=50)
+
+
+def itnio_client(settings: Settings, http: httpx.AsyncClient, clock: Clock) -> ItnioClient | None:
+    if settings.itnio_api_key is None or settings.itnio_api_secret is None:
+        return None
+    return ItnioClient(http, base_url=settings.itnio_base_url,
+                       api_key=settings.itnio_api_key.get_secret_value(),
+                       api_secret=settings.itnio_api_secret.get_secret_value(),
+                       wa_app_id=settings.itnio_wa_app_id, sms_app_id=settings.itnio_sms_app_id,
+                       clock=clock)
+
+
+def yzj_client(settings: Settings, http: httpx.AsyncClient, clock: Clock) -> YzjClient | None:
+    if settings.yzj_app_id is None or settings.yzj_app_secret is None:
+        return None
+    return YzjClient(http, base_url=settings.yzj_base_url, app_id=settings.yzj_app_id,
+                     app_secret=settings.yzj_app_secret.get_secret_value(), clock=clock)
+
+
+def create_app(settings: Settings, *, clock: Clock = utcnow,
+               vendor_transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+    """The app. `vendor_transport` replaces the network for vendor calls (tests, the demo)."""
     read = parsers(settings)  # decodes the 云真机 key now: a bad key fails at start
 
     @contextlib.asynccontextmanager
@@ -96,17 +124,24 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
         ingestor = Ingestor(engine, settings, clock)
         await ingestor.start()
         scheduler = AsyncIOScheduler(timezone="UTC")
-        if settings.run_scheduler:
-            scheduler.start()
-        async with httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as http:
+        async with httpx.AsyncClient(timeout=VENDOR_TIMEOUT, limits=VENDOR_LIMITS,
+                                     transport=vendor_transport) as http:
+            sender = Sender(engine, itnio=itnio_client(settings, http, clock),
+                            yzj=yzj_client(settings, http, clock),
+                            config=settings.send_config(), clock=clock)
             runtime = Runtime(settings=settings, engine=engine, ingestor=ingestor, http=http,
                               scheduler=scheduler, clock=clock, webhook_token=token,
-                              parsers=read)
+                              parsers=read, sender=sender)
+            if settings.run_scheduler:
+                jobs.schedule(scheduler, sender)
+                scheduler.start()
             try:
                 yield {"runtime": runtime}
             finally:
                 if scheduler.running:
                     scheduler.shutdown(wait=False)
+                for attempt in list(runtime.background):
+                    attempt.cancel()  # the message stays `sending`; the lease sweep settles it
                 await ingestor.stop()
                 engine.dispose()
 
@@ -115,6 +150,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
         Route("/readyz", readyz, methods=["GET"]),
         *webhooks.routes,
         *windows_api.routes,
+        *messages_api.routes,
     ]
     return Starlette(routes=routes, lifespan=lifespan,
                      exception_handlers=exception_handlers)  # type: ignore[arg-type]

@@ -12,9 +12,11 @@ from sqlmodel import Session
 
 from receiver.events import ChatSeen, Event, Owner, StatusReported, TemplateChanged, Unhandled
 from receiver.settings import Settings
-from sender import status as status_rules
+from sender import outcomes, policy
+from sender.outcomes import SendConfig
 from sender.window import inbound_time
-from store import conversations, inbox, messages, templates
+from store import conversations, inbox, messages, optouts, outbox, templates
+from store.models import OutboundMessage
 
 logger = logging.getLogger(__name__)
 
@@ -44,17 +46,19 @@ def apply_events(session: Session, *, events: list[Event], inbox_body_id: int | 
         elif not inbox.claim_key(session, key=event.key, inbox_body_id=inbox_body_id, now=now):
             outcomes.add("duplicate")
         else:
-            _apply(session, event, inbox_body_id=inbox_body_id, received_at=received_at, now=now)
+            _apply(session, event, inbox_body_id=inbox_body_id, received_at=received_at,
+                   config=settings.send_config(), now=now)
             outcomes.add("applied")
     return next((state for state in _STATE_ORDER if state in outcomes), "stored")
 
 
 def _apply(session: Session, event: Event, *, inbox_body_id: int | None,
-           received_at: datetime, now: datetime) -> None:
+           received_at: datetime, config: SendConfig, now: datetime) -> None:
     if isinstance(event, ChatSeen):
         _apply_chat(session, event, inbox_body_id=inbox_body_id, received_at=received_at, now=now)
     elif isinstance(event, StatusReported):
-        _apply_status(session, event, inbox_body_id=inbox_body_id, received_at=received_at)
+        _apply_status(session, event, inbox_body_id=inbox_body_id, received_at=received_at,
+                      config=config, now=now)
     elif isinstance(event, TemplateChanged):
         templates.record_status(
             session, vendor_template_id=event.vendor_template_id, name=event.name,
@@ -73,6 +77,8 @@ def _apply_chat(session: Session, event: ChatSeen, *, inbox_body_id: int | None,
             message_at=at, message_id=event.vendor_message_id,
             customer_name=event.customer_name, now=now,
         )
+        if event.channel in ("whatsapp", "sms"):
+            _record_opt_choice(session, event, at=at)
     else:
         conversation_id = conversations.record_outbound(
             session, channel=event.channel, account=event.account, customer=event.customer,
@@ -86,34 +92,46 @@ def _apply_chat(session: Session, event: ChatSeen, *, inbox_body_id: int | None,
     )
 
 
+def _record_opt_choice(session: Session, event: ChatSeen, *, at: datetime) -> None:
+    if policy.is_stop_word(event.text) or policy.is_start_word(event.text):
+        optouts.record(session, customer=event.customer,
+                       opted_out=policy.is_stop_word(event.text),
+                       source=f"{event.channel}:{(event.text or '').strip()[:40]}", at=at)
+
+
 def _apply_status(session: Session, event: StatusReported, *, inbox_body_id: int | None,
-                  received_at: datetime) -> None:
+                  received_at: datetime, config: SendConfig, now: datetime) -> None:
     at = inbound_time(event.occurred_at, received_at=received_at)
+    client_ref = (outcomes.wecom_message_ref(event.client_ref) if event.channel == "wecom"
+                  else event.client_ref)
     message = messages.find_outbound(session, channel=event.channel,
                                      vendor_message_id=event.vendor_message_id,
-                                     client_ref=event.client_ref)
-    messages.add_status_event(
+                                     client_ref=client_ref)
+    if message is None and event.channel == "whatsapp" and event.vendor_message_id:
+        message = _adopt_unknown(session, event, at=at)
+    row = messages.add_status_event(
         session, channel=event.channel, vendor_message_id=event.vendor_message_id,
-        client_ref=event.client_ref, message_id=message.id if message else None,
+        client_ref=client_ref, message_id=message.id if message else None,
         status=event.status, occurred_at=at, received_at=received_at,
         failure_code=event.failure_code, failure_reason=event.failure_reason,
-        detail={**event.detail, "billable": event.billable,
+        detail={**event.detail, "billable": event.billable, "api_send_id": event.client_ref,
                 "conversation_type": event.conversation_type, "cost": event.cost},
         inbox_body_id=inbox_body_id,
     )
-    if message is None:
-        return  # kept; applied when our own call's answer names this message
-    transition = status_rules.advance(message.status, event.status, at=at,
-                                      stamped=messages.stamped_statuses(message))
-    messages.set_status(message, status=transition.status, stamps=transition.stamps,
-                        flagged=transition.flagged)
-    if event.status == "failed" and transition.status == "failed":
-        message.failure_code = event.failure_code
-        message.failure_reason = event.failure_reason
-    if event.billable is not None:
-        message.billable = event.billable
-    message.conversation_type = event.conversation_type or message.conversation_type
-    message.cost = event.cost or message.cost
-    session.add(message)
+    if message is not None:
+        outcomes.apply_event(session, message, row, config=config, now=now)
+    # else kept: applied when our own call's answer names this message
 
 
+def _adopt_unknown(session: Session, event: StatusReported, *, at: datetime) -> OutboundMessage | None:
+    """A push for a message id we never learnt: our call timed out after the vendor took it.
+    The oldest message held as unknown to that recipient is the one; it learns its id."""
+    account, recipient = event.detail.get("from"), event.detail.get("recipient")
+    if not account or not recipient:
+        return None
+    message = outbox.unknown_for(session, channel="whatsapp", account=account,
+                                 recipient=recipient, sent_before=at)
+    if message is not None:
+        message.vendor_message_id = event.vendor_message_id
+        session.add(message)
+    return message

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -13,6 +14,7 @@ from sqlalchemy import Engine
 from receiver.ingest import Ingestor
 from receiver.parsers import Parser
 from receiver.settings import Settings
+from sender.service import Sender
 
 Clock = Callable[[], datetime]
 
@@ -31,6 +33,9 @@ class Runtime:
     clock: Clock
     webhook_token: str
     parsers: dict[tuple[str, str], Parser]
+    sender: Sender | None = None
+    # Vendor calls that outlive the request that started them (kept so they are not lost).
+    background: set[asyncio.Future[None]] = field(default_factory=set)
 
     @property
     def margin(self) -> timedelta:

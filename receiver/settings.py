@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sender.outcomes import SendConfig
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -59,6 +63,13 @@ class Settings(BaseSettings):
         if not configured or app_id is None:
             return True
         return app_id == configured
+
+    def send_config(self) -> SendConfig:
+        return SendConfig(
+            margin=timedelta(seconds=self.window_margin_seconds),
+            fallback_template=SendConfig.parse_fallback(self.fallback_template),
+            wecom_confirm=timedelta(seconds=self.wecom_confirm_seconds),
+        )
 
     def is_yzj_account_configured(self, wxid: str | None) -> bool:
         accounts = self.yzj_account_ids

@@ -16,7 +16,9 @@ from datetime import datetime
 PROGRESS = ("queued", "accepted", "sent", "delivered", "read")
 TERMINAL = ("failed", "rejected", "expired")
 STATUSES = PROGRESS + TERMINAL
-RANK = {status: rank for rank, status in enumerate(PROGRESS)}
+# Ours, before the vendor's word: being sent, or sent with no answer (a timed-out call).
+PENDING = ("sending", "unknown")
+RANK = {status: rank for rank, status in enumerate(PROGRESS)} | dict.fromkeys(PENDING, 0)
 
 
 @dataclass(frozen=True)

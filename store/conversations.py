@@ -22,7 +22,7 @@ def record_inbound(session: Session, *, channel: str, account: str, customer: st
     stmt = insert(session, table).values(
         channel=channel, account=account, customer=customer, customer_name=customer_name,
         last_inbound_at=message_at, last_inbound_message_id=message_id,
-        opted_out=False, created_at=now, updated_at=now,
+        created_at=now, updated_at=now,
     )
     newer = (table.c.last_inbound_at.is_(None)) | (stmt.excluded.last_inbound_at > table.c.last_inbound_at)
     stmt = stmt.on_conflict_do_update(
@@ -46,7 +46,7 @@ def record_outbound(session: Session, *, channel: str, account: str, customer: s
     table = Conversation.__table__  # type: ignore[attr-defined]
     stmt = insert(session, table).values(
         channel=channel, account=account, customer=customer, last_outbound_at=message_at,
-        opted_out=False, created_at=now, updated_at=now,
+        created_at=now, updated_at=now,
     )
     newer = (table.c.last_outbound_at.is_(None)) | (stmt.excluded.last_outbound_at > table.c.last_outbound_at)
     stmt = stmt.on_conflict_do_update(

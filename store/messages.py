@@ -38,10 +38,18 @@ def find_outbound(session: Session, *, channel: str, vendor_message_id: str | No
         matches.append(col(OutboundMessage.client_ref) == client_ref)
     if not matches:
         return None
-    stmt = select(OutboundMessage).where(OutboundMessage.channel == channel, or_(*matches))
+    # An SMS report can be about a WhatsApp request that fell back to SMS.
+    on_channel = (or_(OutboundMessage.channel == "sms", OutboundMessage.route == "sms")
+                  if channel == "sms" else OutboundMessage.channel == channel)
+    stmt = select(OutboundMessage).where(on_channel, or_(*matches))
     if for_update:
         stmt = stmt.with_for_update()
     return session.exec(stmt).first()
+
+
+def delivery_channel(message: OutboundMessage) -> str:
+    """The channel the vendor reports on: a WhatsApp request sent by SMS is reported as SMS."""
+    return "sms" if message.route == "sms" else message.channel
 
 
 def stamped_statuses(message: OutboundMessage) -> frozenset[str]:

@@ -80,8 +80,6 @@ class Conversation(SQLModel, table=True):
     last_inbound_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_inbound_message_id: str | None = Field(default=None, max_length=255)
     last_outbound_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    opted_out: bool = False
-    opted_out_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(sa_type=UTCDateTime)
     updated_at: datetime = Field(sa_type=UTCDateTime)
 
@@ -150,6 +148,10 @@ class OutboundMessage(SQLModel, table=True):
     vendor_message_id: str | None = Field(default=None, max_length=255)
     client_ref: str | None = Field(default=None, max_length=255)  # our api_send_id / orderId
     fallback_reason: str | None = Field(default=None, max_length=64)
+    # The custom message this one re-sends by a fallback after the vendor refused it (131047).
+    fallback_of: str | None = Field(default=None, max_length=40, foreign_key="outbound_messages.id")
+    # The answer the first POST got, returned again for the same Idempotency-Key.
+    first_answer: dict[str, Any] | None = Field(default=None, sa_type=Json)
     attempts: int = 0
     next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     send_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -169,6 +171,17 @@ class OutboundMessage(SQLModel, table=True):
     billable: bool | None = None
     conversation_type: str | None = Field(default=None, max_length=32)
     cost: dict[str, Any] | None = Field(default=None, sa_type=Json)
+
+
+class OptOut(SQLModel, table=True):
+    """A contact (phone number) that asked for no marketing templates and no SMS."""
+
+    __tablename__ = "opt_outs"
+
+    customer: str = Field(primary_key=True, max_length=64)
+    opted_out: bool
+    changed_at: datetime = Field(sa_type=UTCDateTime)
+    source: str = Field(max_length=64)  # e.g. "whatsapp:STOP", "sms:退订", "vendor:131050"
 
 
 class StatusEvent(SQLModel, table=True):

@@ -1,0 +1,170 @@
+"""What a vendor's word does to an outbound message (SPEC "Delivery status"), and what
+follows from it: the fallback re-send after 131047, the opt-out after 131050.
+
+Runs in the caller's transaction (a webhook's, or the sender's when the vendor answers).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlmodel import Session
+
+from sender import policy
+from sender import status as status_rules
+from sender.validate import count_variables
+from store import conversations, messages, optouts, outbox, templates
+from store.models import OutboundMessage, StatusEvent
+
+logger = logging.getLogger(__name__)
+
+WINDOW_CLOSED_CODE = "131047"
+OPTED_OUT_CODE = "131050"
+
+
+@dataclass(frozen=True)
+class SendConfig:
+    margin: timedelta
+    fallback_template: tuple[str, str] | None = None
+    wecom_confirm: timedelta = timedelta(seconds=600)
+
+    @staticmethod
+    def parse_fallback(value: str | None) -> tuple[str, str] | None:
+        if not value or ":" not in value:
+            return None
+        name, _, language = value.partition(":")
+        return (name.strip(), language.strip()) if name.strip() and language.strip() else None
+
+
+def new_message_id() -> str:
+    return "msg_" + secrets.token_hex(12)
+
+
+def wecom_part_id(message_id: str, index: int) -> str:
+    """The api_send_id of part `index` of a WeCom message (a request may hold several)."""
+    return f"{message_id}-{index}"
+
+
+def wecom_message_ref(api_send_id: str | None) -> str | None:
+    """The message id an api_send_id of ours names; foreign ids are returned unchanged."""
+    if api_send_id and api_send_id.startswith("msg_") and "-" in api_send_id:
+        return api_send_id.rpartition("-")[0]
+    return api_send_id
+
+
+def template_views(session: Session) -> dict[tuple[str, str], policy.TemplateView]:
+    views = {}
+    for row in templates.all_templates(session):
+        components = row.components if isinstance(row.components, dict) else {}
+        body = components.get("body") if isinstance(components.get("body"), dict) else None
+        header = components.get("header") if isinstance(components.get("header"), dict) else None
+        views[(row.name, row.language)] = policy.TemplateView(
+            name=row.name, language=row.language, status=row.status, category=row.category,
+            body_variables=count_variables(body.get("text")) if body else None,
+            header_variables=count_variables(header.get("text")) if header else None,
+        )
+    return views
+
+
+def situation(session: Session, *, channel: str, account: str, recipient: str,
+              config: SendConfig) -> policy.Situation:
+    conversation = conversations.get(session, channel=channel, account=account, customer=recipient)
+    return policy.Situation(
+        last_inbound_at=conversation.last_inbound_at if conversation else None,
+        opted_out=optouts.is_opted_out(session, recipient),
+        templates=template_views(session) if channel == "whatsapp" else {},
+        fallback_template=config.fallback_template,
+    )
+
+
+def send_request(message: OutboundMessage) -> policy.SendRequest:
+    body: dict[str, Any] = message.request
+    return policy.SendRequest(
+        channel=message.channel, message=body.get("message"), template=body.get("template"),
+        fallback=tuple(body.get("fallback") or ()), sms_text=body.get("sms_text"),
+    )
+
+
+def record_status(session: Session, message: OutboundMessage, *, status: str, at: datetime,
+                  failure_code: str | None = None, failure_reason: str | None = None,
+                  billable: bool | None = None, conversation_type: str | None = None,
+                  cost: dict[str, Any] | None = None) -> status_rules.Transition:
+    transition = status_rules.advance(message.status, status, at=at,
+                                      stamped=messages.stamped_statuses(message))
+    messages.set_status(message, status=transition.status, stamps=transition.stamps,
+                        flagged=transition.flagged)
+    if status in ("failed", "rejected") and transition.status == status:
+        message.failure_code, message.failure_reason = failure_code, failure_reason
+    if billable is not None:
+        message.billable = billable
+    message.conversation_type = conversation_type or message.conversation_type
+    message.cost = cost or message.cost
+    session.add(message)
+    return transition
+
+
+def apply_event(session: Session, message: OutboundMessage, event: StatusEvent, *,
+                config: SendConfig, now: datetime) -> None:
+    """Apply a stored status event to its message, and what follows from a failure."""
+    detail = event.detail or {}
+    transition = record_status(
+        session, message, status=event.status, at=event.occurred_at,
+        failure_code=event.failure_code, failure_reason=event.failure_reason,
+        billable=detail.get("billable"), conversation_type=detail.get("conversation_type"),
+        cost=detail.get("cost"),
+    )
+    if event.status == "failed" and transition.status == "failed":
+        after_failure(session, message, code=event.failure_code, config=config, now=now)
+
+
+def after_failure(session: Session, message: OutboundMessage, *, code: str | None,
+                  config: SendConfig, now: datetime) -> OutboundMessage | None:
+    """131050: the contact opted out. 131047 on a custom message: re-send by the fallback
+    the request allowed (a new message, linked to this one). Returns the re-send, if any."""
+    if code == OPTED_OUT_CODE:
+        optouts.record(session, customer=message.recipient, opted_out=True,
+                       source=f"vendor:{OPTED_OUT_CODE}", at=now)
+        return None
+    if code != WINDOW_CLOSED_CODE or message.route != "custom" or message.channel != "whatsapp":
+        return None
+    request = send_request(message)
+    if not request.fallback:
+        return None
+    decision = policy.choose_route(
+        request, situation(session, channel=message.channel, account=message.account,
+                           recipient=message.recipient, config=config),
+        now=now, margin=config.margin, after_custom_failed=True,
+    )
+    if decision.refused:
+        return None
+    resend = OutboundMessage(
+        id=new_message_id(), channel=message.channel, account=message.account,
+        recipient=message.recipient, conversation_id=message.conversation_id,
+        route=decision.route, status="queued", request=message.request,
+        api_key_id=message.api_key_id, reply_to=message.reply_to, fallback_of=message.id,
+        fallback_reason="window_closed", client_ref=None, next_attempt_at=now,
+        created_at=now, status_at=now,
+    )
+    resend.client_ref = resend.id
+    session.add(resend)
+    logger.info("custom message refused for a closed window; re-sent by fallback",
+                extra={"action": "fallback_resend", "message_id": message.id,
+                       "resend_id": resend.id, "route": decision.route})
+    return resend
+
+
+def attach_orphans(session: Session, message: OutboundMessage, *, config: SendConfig,
+                   now: datetime) -> int:
+    """Apply the status events that arrived before the vendor's answer named this message."""
+    events = outbox.orphan_events(session, channel=messages.delivery_channel(message),
+                                  vendor_message_id=message.vendor_message_id,
+                                  client_ref=message.client_ref)
+    for event in events:
+        event.message_id = message.id
+        session.add(event)
+        apply_event(session, message, event, config=config, now=now)
+    return len(events)

@@ -1,0 +1,263 @@
+"""Sending: accept a bot's reply durably, decide its route, call the vendor, record what the
+vendor said. Only this module and sender/jobs.py read the clock.
+
+A message is committed `queued` before any vendor call. Sending claims it (`sending`, with a
+lease), calls the vendor outside any transaction, then records the answer:
+    accepted       -> `accepted`, and any status push that raced ahead is applied
+    refused        -> `rejected` with the vendor's code (131047 may re-send by the fallback)
+    unavailable    -> back to `queued` with exponential backoff and jitter
+    outcome unknown-> `unknown`: held, settled by status pushes, never blindly re-sent
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from sender import outcomes, policy
+from sender.errors import OutcomeUnknown, VendorError, VendorRejected, VendorUnavailable
+from sender.itnio import ItnioClient, SmsItem
+from sender.outcomes import SendConfig
+from sender.yzj import YzjClient
+from store import conversations, outbox
+from store.db import writer
+from store.models import OutboundMessage
+
+logger = logging.getLogger(__name__)
+
+LEASE = timedelta(minutes=2)
+BACKOFF_BASE = 2.0
+BACKOFF_CAP = 600.0
+
+
+def backoff(attempts: int, *, rng: random.Random | None = None) -> timedelta:
+    """Exponential backoff with full jitter: 2 s, 4 s, 8 s ... at most 10 min."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, attempts - 1))
+    return timedelta(seconds=(rng or random).uniform(ceiling / 2, ceiling))
+
+
+@dataclass(frozen=True)
+class Call:
+    """What to ask the vendor, decided inside a transaction and made outside it."""
+
+    message_id: str
+    channel: str
+    route: str
+    account: str
+    recipient: str
+    request: dict[str, Any]
+    decision: policy.SendDecision
+
+
+class NotConfigured(VendorError):
+    """The vendor's credentials are not configured; nothing can be sent on this channel."""
+
+
+class Sender:
+    def __init__(self, engine: Engine, *, itnio: ItnioClient | None, yzj: YzjClient | None,
+                 config: SendConfig, clock: Callable[[], datetime], concurrency: int = 32) -> None:
+        self._engine = writer(engine)
+        self.itnio = itnio
+        self.yzj = yzj
+        self.config = config
+        self.clock = clock
+        self._slots = asyncio.Semaphore(concurrency)
+
+    # -- the transaction helpers (run in a thread: the session is sync) ------------------
+
+    def _tx(self, work: Callable[[Session], Any]) -> Any:
+        with Session(self._engine, expire_on_commit=False) as session, session.begin():
+            return work(session)
+
+    async def run(self, work: Callable[[Session], Any]) -> Any:
+        """Run `work(session)` in one transaction, in a thread (the session is sync)."""
+        return await asyncio.to_thread(self._tx, work)
+
+    # -- claiming ------------------------------------------------------------------------
+
+    async def deliver_due(self, *, limit: int = 100) -> int:
+        """Send every due message (claimed so no other replica sends it too)."""
+        now = self.clock()
+        claimed = await self.run(
+            lambda s: [m.id for m in outbox.claim_due(s, now=now, limit=limit, lease=LEASE)])
+        await asyncio.gather(*(self._send_claimed(message_id) for message_id in claimed))
+        return len(claimed)
+
+    async def deliver(self, message_id: str) -> None:
+        """Send this message now if it is queued and due (the POST's own attempt)."""
+        now = self.clock()
+
+        def claim(session: Session) -> bool:
+            message = outbox.get(session, message_id, for_update=True)
+            if message is None or message.status != "queued" or (
+                    message.next_attempt_at and message.next_attempt_at > now):
+                return False
+            message.status, message.next_attempt_at = "sending", now + LEASE
+            message.attempts += 1
+            session.add(message)
+            return True
+
+        if await self.run(claim):
+            await self._send_claimed(message_id)
+
+    # -- one message ---------------------------------------------------------------------
+
+    async def _send_claimed(self, message_id: str) -> None:
+        async with self._slots:
+            call = await self.run(lambda s: self._prepare(s, message_id))
+            if call is None:
+                return
+            try:
+                result = await self._call(call)
+            except VendorRejected as exc:
+                await self.run(lambda s: self._refused(s, message_id, exc))
+            except (VendorUnavailable, NotConfigured) as exc:
+                await self.run(lambda s: self._retry_later(s, message_id, exc))
+            except OutcomeUnknown as exc:
+                await self.run(lambda s: self._unknown(s, message_id, exc))
+            else:
+                await self.run(lambda s: self._accepted(s, message_id, result))
+
+    def _prepare(self, session: Session, message_id: str) -> Call | None:
+        """Decide the route if it waited for `send_at`; None if nothing is to be sent."""
+        message = outbox.get(session, message_id, for_update=True)
+        if message is None or message.status != "sending":
+            return None
+        request = outcomes.send_request(message)
+        situation = outcomes.situation(session, channel=message.channel, account=message.account,
+                                       recipient=message.recipient, config=self.config)
+        decision = policy.choose_route(request, situation, now=self.clock(),
+                                       margin=self.config.margin)
+        if message.route is None or message.fallback_of is not None:
+            # A scheduled send takes its route when it goes out; a fallback re-send keeps
+            # the route it was given, re-checked here (the template may have been paused).
+            if message.fallback_of is not None:
+                decision = policy.choose_route(request, situation, now=self.clock(),
+                                               margin=self.config.margin, after_custom_failed=True)
+            if decision.refused:
+                outcomes.record_status(session, message, status="rejected", at=self.clock(),
+                                       failure_code=decision.reason,
+                                       failure_reason="refused before sending")
+                return None
+            message.route = decision.route
+            message.fallback_reason = message.fallback_reason or decision.reason
+        elif message.route == "custom" and decision.route != "custom" and message.channel == "whatsapp":
+            # The window closed between the POST and now: never spend a call the vendor
+            # would refuse; take the fallback the request allowed, or refuse.
+            if decision.refused:
+                outcomes.record_status(session, message, status="rejected", at=self.clock(),
+                                       failure_code=decision.reason,
+                                       failure_reason="the window closed before sending")
+                return None
+            message.route, message.fallback_reason = decision.route, decision.reason
+        session.add(message)
+        return Call(message_id=message.id, channel=message.channel, route=message.route or "",
+                    account=message.account, recipient=message.recipient,
+                    request=message.request, decision=decision)
+
+    async def _call(self, call: Call) -> Any:
+        body = call.request
+        if call.channel == "wecom":
+            if self.yzj is None:
+                raise NotConfigured("yzj", None, "REPLYWINDOW_YZJ_APP_ID / _APP_SECRET not set")
+            parts = [dict(part, api_send_id=outcomes.wecom_part_id(call.message_id, index))
+                     for index, part in enumerate(body["message"])]
+            return await self.yzj.send_messages(wxid=call.account, target_wxid=call.recipient,
+                                                 messages=parts)
+        if self.itnio is None:
+            raise NotConfigured("itnio", None, "REPLYWINDOW_ITNIO_API_KEY / _API_SECRET not set")
+        if call.route == "sms":
+            text = call.decision.sms_text or body.get("sms_text") or policy.message_text(
+                body.get("message"))
+            return await self.itnio.send_sms([SmsItem(number=call.recipient, content=text or "",
+                                                        sender_id=body.get("sender_id"),
+                                                        order_id=call.message_id)])
+        if call.route == "template":
+            template = call.decision.template or body.get("template") or {}
+            return await self.itnio.send_template(
+                business_phone=call.account, recipient=call.recipient,
+                name=str(template.get("name")), language=policy.template_language(template),
+                components=list(template.get("components") or []),
+            )
+        return await self.itnio.send_custom(business_phone=call.account,
+                                             recipient=call.recipient, message=body["message"],
+                                             reply_to=body.get("reply_to"))
+
+    # -- recording the vendor's answer ---------------------------------------------------
+
+    def _claimed(self, session: Session, message_id: str) -> OutboundMessage | None:
+        message = outbox.get(session, message_id, for_update=True)
+        # A status push may already have moved it on while we waited: keep that.
+        return message if message is not None and message.status == "sending" else message
+
+    def _accepted(self, session: Session, message_id: str, result: Any) -> None:
+        now = self.clock()
+        message = self._claimed(session, message_id)
+        if message is None:
+            return
+        refused = None
+        if message.route == "sms":  # also a WhatsApp request that fell back to SMS
+            [submitted] = result
+            message.vendor_message_id = submitted.msg_id
+            if not submitted.accepted:
+                refused = submitted.reason or "refused"
+        elif message.channel == "wecom":
+            message.vendor_message_id = result[0].api_send_svrid if result else None
+            missing = [part.idx for part in result if not part.accepted]
+            if missing:
+                refused = f"parts {missing} refused by the vendor"
+        else:
+            message.vendor_message_id = result.message_id
+        if message.status == "sending":
+            message.status = "queued"  # so the transition below is measured from the start
+        if refused is not None:
+            outcomes.record_status(session, message, status="rejected", at=now,
+                                   failure_code="refused", failure_reason=refused)
+            return
+        outcomes.record_status(session, message, status="accepted", at=now)
+        conversations.record_outbound(session, channel=message.channel, account=message.account,
+                                      customer=message.recipient, message_at=now, now=now)
+        outcomes.attach_orphans(session, message, config=self.config, now=now)
+        logger.info("vendor accepted the message", extra={
+            "action": "message_accepted", "message_id": message.id, "route": message.route})
+
+    def _refused(self, session: Session, message_id: str, exc: VendorRejected) -> None:
+        now = self.clock()
+        message = self._claimed(session, message_id)
+        if message is None:
+            return
+        if message.status == "sending":
+            message.status = "queued"
+        outcomes.record_status(session, message, status="rejected", at=now,
+                               failure_code=exc.code, failure_reason=exc.meaning)
+        outcomes.after_failure(session, message, code=exc.code, config=self.config, now=now)
+        logger.info("vendor refused the message", extra={
+            "action": "message_refused", "message_id": message.id, "vendor_code": exc.code})
+
+    def _retry_later(self, session: Session, message_id: str, exc: VendorError) -> None:
+        message = self._claimed(session, message_id)
+        if message is None or message.status != "sending":
+            return
+        message.status = "queued"
+        message.next_attempt_at = self.clock() + backoff(message.attempts)
+        session.add(message)
+        logger.warning("vendor unavailable; will retry", extra={
+            "action": "message_retry", "message_id": message.id, "attempts": message.attempts,
+            "vendor_code": exc.code})
+
+    def _unknown(self, session: Session, message_id: str, exc: VendorError) -> None:
+        message = self._claimed(session, message_id)
+        if message is None or message.status != "sending":
+            return
+        message.status, message.status_at = "unknown", self.clock()
+        session.add(message)
+        logger.warning("vendor outcome unknown; held for status pushes", extra={
+            "action": "message_outcome_unknown", "message_id": message.id})

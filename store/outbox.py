@@ -1,0 +1,128 @@
+"""Outbound messages as a durable queue: add, claim (once across replicas), page, look up."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlmodel import Session, col, or_, select
+
+from store.models import OutboundMessage, StatusEvent
+
+FINAL = ("delivered", "read", "failed", "rejected", "expired")
+
+
+def get(session: Session, message_id: str, *, for_update: bool = False) -> OutboundMessage | None:
+    stmt = select(OutboundMessage).where(OutboundMessage.id == message_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return session.exec(stmt).first()
+
+
+def by_idempotency_key(session: Session, *, api_key_id: str, key: str) -> OutboundMessage | None:
+    stmt = select(OutboundMessage).where(OutboundMessage.api_key_id == api_key_id,
+                                         OutboundMessage.idempotency_key == key)
+    return session.exec(stmt).first()
+
+
+def claim_due(session: Session, *, now: datetime, limit: int,
+              lease: timedelta) -> list[OutboundMessage]:
+    """Queued messages that are due, marked `sending` until `now + lease`.
+
+    FOR UPDATE SKIP LOCKED lets every replica claim at once without ever claiming the same
+    row; on SQLite the write lock taken by BEGIN IMMEDIATE does the same job.
+    """
+    stmt = (
+        select(OutboundMessage)
+        .where(OutboundMessage.status == "queued", col(OutboundMessage.next_attempt_at) <= now)
+        .order_by(col(OutboundMessage.next_attempt_at))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = list(session.exec(stmt).all())
+    for row in rows:
+        row.status, row.next_attempt_at = "sending", now + lease
+        row.attempts += 1
+        session.add(row)
+    return rows
+
+
+def stale_sending(session: Session, *, now: datetime, limit: int = 500) -> list[OutboundMessage]:
+    """`sending` messages whose lease ran out: the process died during the vendor call."""
+    stmt = (
+        select(OutboundMessage)
+        .where(OutboundMessage.status == "sending", col(OutboundMessage.next_attempt_at) < now)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.exec(stmt).all())
+
+
+def unfinished(session: Session, *, channel: str | None, statuses: tuple[str, ...],
+               before: datetime, created: bool = False,
+               limit: int = 500) -> list[OutboundMessage]:
+    """Messages in `statuses` last changed (or, with `created`, created) before `before`,
+    claimed for a sweep so that replicas sweeping together never take the same row."""
+    column = col(OutboundMessage.created_at if created else OutboundMessage.status_at)
+    stmt = select(OutboundMessage).where(col(OutboundMessage.status).in_(statuses),
+                                         column < before)
+    if channel is not None:
+        stmt = stmt.where(OutboundMessage.channel == channel)
+    stmt = stmt.order_by(column).limit(limit)
+    return list(session.exec(stmt.with_for_update(skip_locked=True)).all())
+
+
+def orphan_events(session: Session, *, channel: str, vendor_message_id: str | None,
+                  client_ref: str | None) -> list[StatusEvent]:
+    """Status events that arrived before we knew which message they were about."""
+    matches = []
+    if vendor_message_id:
+        matches.append(col(StatusEvent.vendor_message_id) == vendor_message_id)
+    if client_ref:
+        matches.append(col(StatusEvent.client_ref) == client_ref)
+    if not matches:
+        return []
+    stmt = select(StatusEvent).where(StatusEvent.channel == channel,
+                                     col(StatusEvent.message_id).is_(None), or_(*matches))
+    return list(session.exec(stmt.order_by(col(StatusEvent.occurred_at), col(StatusEvent.id))).all())
+
+
+def unknown_for(session: Session, *, channel: str, account: str, recipient: str,
+                sent_before: datetime) -> OutboundMessage | None:
+    """The oldest message held as unknown (its call timed out) to this recipient: a status
+    push naming a message id we never learnt is most likely about it."""
+    stmt = (
+        select(OutboundMessage)
+        .where(OutboundMessage.channel == channel, OutboundMessage.status == "unknown",
+               OutboundMessage.account == account, OutboundMessage.recipient == recipient,
+               col(OutboundMessage.vendor_message_id).is_(None),
+               col(OutboundMessage.created_at) <= sent_before)
+        .order_by(col(OutboundMessage.created_at))
+        .limit(1)
+        .with_for_update()
+    )
+    return session.exec(stmt).first()
+
+
+def page(session: Session, *, channel: str | None, to: str | None, status: str | None,
+         since: datetime | None, accounts: list[str] | None, after: tuple[datetime, str] | None,
+         limit: int) -> list[OutboundMessage]:
+    """Newest first; `after` is the (created_at, id) of the last row of the previous page."""
+    stmt = select(OutboundMessage)
+    if channel:
+        stmt = stmt.where(OutboundMessage.channel == channel)
+    if to:
+        stmt = stmt.where(OutboundMessage.recipient == to)
+    if status:
+        stmt = stmt.where(OutboundMessage.status == status)
+    if since:
+        stmt = stmt.where(col(OutboundMessage.created_at) >= since)
+    if accounts is not None:
+        stmt = stmt.where(col(OutboundMessage.account).in_(accounts))
+    if after is not None:
+        created, message_id = after
+        stmt = stmt.where(
+            (col(OutboundMessage.created_at) < created)
+            | ((col(OutboundMessage.created_at) == created) & (col(OutboundMessage.id) < message_id))
+        )
+    stmt = stmt.order_by(col(OutboundMessage.created_at).desc(), col(OutboundMessage.id).desc())
+    return list(session.exec(stmt.limit(limit)).all())
