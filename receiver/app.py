@@ -90,7 +90,6 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready"})
 
 
-VENDOR_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 VENDOR_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=50)
 
 
@@ -124,7 +123,9 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
         ingestor = Ingestor(engine, settings, clock)
         await ingestor.start()
         scheduler = AsyncIOScheduler(timezone="UTC")
-        async with httpx.AsyncClient(timeout=VENDOR_TIMEOUT, limits=VENDOR_LIMITS,
+        timeout = httpx.Timeout(settings.vendor_timeout_seconds,
+                                connect=min(5.0, settings.vendor_timeout_seconds))
+        async with httpx.AsyncClient(timeout=timeout, limits=VENDOR_LIMITS,
                                      transport=vendor_transport) as http:
             sender = Sender(engine, itnio=itnio_client(settings, http, clock),
                             yzj=yzj_client(settings, http, clock),

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     bot_webhook_url: str | None = None
     bot_webhook_secret: SecretStr | None = None
 
+    # How long a vendor call may take; past it a WhatsApp send is held as unknown.
+    vendor_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # How fast one WeCom staff account may send (spread with delayed_time).
+    wecom_messages_per_minute: int = Field(default=20, ge=1, le=600)
+
     # Where the service is reachable, for the webhook URLs printed at start.
     public_url: str = "http://localhost:8000"
     run_scheduler: bool = True

@@ -1,7 +1,8 @@
 """What a vendor call came to when it did not simply succeed.
 
     VendorError                 .vendor .code .meaning .reason .transient .http_status .completed
-    ├── VendorRejected          the vendor answered no (status != "0", errcode != 0, HTTP 4xx): never retried
+    ├── VendorRejected          the vendor said no (status != "0", errcode != 0, HTTP 4xx):
+    │   │                       never retried
     │   ├── WindowClosed        131047: more than 24 hours since the recipient last replied
     │   └── RecipientOptedOut   131050: the recipient stopped marketing messages from us
     ├── VendorUnavailable       nothing reached the vendor (refused, connect/pool timeout) or it

@@ -382,14 +382,14 @@ def _match_sms(batch: list[tuple[int, SmsItem]], rows: list[tuple[bool, dict[str
     out: dict[int, SmsSubmitted] = {}
     for accepted, row in rows:
         order_id, number = _text(row.get("orderId")), _text(row.get("number"))
-        i = _take(by_order.get(order_id or ""), out)
-        if i is None:
-            i = _take(by_number.get(number or ""), out)
-        if i is None:
+        found = _take(by_order.get(order_id or ""), out)
+        if found is None:
+            found = _take(by_number.get(number or ""), out)
+        if found is None:
             continue  # a number we did not send in this call
         reason = None if accepted else _text(row.get("reason")) or refused or "refused"
-        out[i] = SmsSubmitted(items[i].number, items[i].order_id, _text(row.get("msgId")),
-                              accepted, reason)
+        out[found] = SmsSubmitted(items[found].number, items[found].order_id,
+                                  _text(row.get("msgId")), accepted, reason)
     for i, item in batch:
         if i not in out:
             out[i] = SmsSubmitted(item.number, item.order_id, None, False,

@@ -127,14 +127,15 @@ class YzjClient:
         errcode = _errcode(answer)
         if errcode is not None and errcode != "0":
             raise vendor_error(VENDOR, errcode, _message(answer))
-        payload = answer.get("data") if isinstance(answer.get("data"), dict) else answer
+        data = answer.get("data")
+        payload: dict[str, Any] = data if isinstance(data, dict) else answer  # either shape
         token = _text(payload.get("access_token"))
         if token is None:
             raise OutcomeUnknown(vendor=VENDOR, reason="token answer without access_token")
         expires_in = payload.get("expires_in")
-        if isinstance(expires_in, bool) or not isinstance(expires_in, int | float) \
-                or expires_in <= 0:
+        if isinstance(expires_in, bool) or not isinstance(expires_in, int | float):
             expires_in = DEFAULT_EXPIRES_IN
+        expires_in = min(max(expires_in, 0), 10 * DEFAULT_EXPIRES_IN)  # a silly value stays sane
         self._token = token
         self._renew_at = fetched_at + timedelta(seconds=expires_in) - TOKEN_MARGIN
         logger.info("yzj token renewed", extra={"action": "vendor_token_renewed",

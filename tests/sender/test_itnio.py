@@ -493,7 +493,7 @@ SEED_003_ANSWER = r"""{
         "markingChildType": 1
     }
   ]
-}"""
+}"""  # noqa: E501, RUF001
 
 
 class FakeItnio:
