@@ -74,6 +74,7 @@ class Settings(BaseSettings):
             margin=timedelta(seconds=self.window_margin_seconds),
             fallback_template=SendConfig.parse_fallback(self.fallback_template),
             wecom_confirm=timedelta(seconds=self.wecom_confirm_seconds),
+            wecom_gap=timedelta(seconds=60 / self.wecom_messages_per_minute),
         )
 
     def is_yzj_account_configured(self, wxid: str | None) -> bool:

@@ -31,6 +31,7 @@ class SendConfig:
     margin: timedelta
     fallback_template: tuple[str, str] | None = None
     wecom_confirm: timedelta = timedelta(seconds=600)
+    wecom_gap: timedelta = timedelta(seconds=3)  # 60 s / the staff account's messages a minute
 
     @staticmethod
     def parse_fallback(value: str | None) -> tuple[str, str] | None:

@@ -22,12 +22,13 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from sender import outcomes, policy
+from sender import outcomes, pacing, policy
 from sender.errors import OutcomeUnknown, VendorError, VendorRejected, VendorUnavailable
 from sender.itnio import ItnioClient, SmsItem
 from sender.outcomes import SendConfig
 from sender.yzj import YzjClient
 from store import conversations, outbox
+from store import pacing as pacing_store
 from store.db import writer
 from store.models import OutboundMessage
 
@@ -55,6 +56,8 @@ class Call:
     recipient: str
     request: dict[str, Any]
     decision: policy.SendDecision
+    # WeCom: each part's delayed_time, spreading the staff account's sends over time.
+    delays: tuple[int, ...] = ()
 
 
 class NotConfigured(VendorError):
@@ -159,17 +162,32 @@ class Sender:
                 return None
             message.route, message.fallback_reason = decision.route, decision.reason
         session.add(message)
+        delays: tuple[int, ...] = ()
+        if message.channel == "wecom":
+            delays = self._pace(session, message.account, len(message.request["message"]))
         return Call(message_id=message.id, channel=message.channel, route=message.route or "",
                     account=message.account, recipient=message.recipient,
-                    request=message.request, decision=decision)
+                    request=message.request, decision=decision, delays=delays)
+
+    def _pace(self, session: Session, account: str, count: int) -> tuple[int, ...]:
+        now = self.clock()
+        row = pacing_store.next_free(session, account=account, now=now)
+        slots, row.next_free_at = pacing.spread(next_free=row.next_free_at, count=count,
+                                                gap=self.config.wecom_gap, now=now)
+        session.add(row)
+        return tuple(pacing.delayed_time(slot, now=now) for slot in slots)
 
     async def _call(self, call: Call) -> Any:
         body = call.request
         if call.channel == "wecom":
             if self.yzj is None:
                 raise NotConfigured("yzj", None, "REPLYWINDOW_YZJ_APP_ID / _APP_SECRET not set")
-            parts = [dict(part, api_send_id=outcomes.wecom_part_id(call.message_id, index))
-                     for index, part in enumerate(body["message"])]
+            parts = [
+                dict(part, api_send_id=outcomes.wecom_part_id(call.message_id, index),
+                     delayed_time=max(int(part.get("delayed_time") or 0), delay))
+                for index, (part, delay) in enumerate(zip(body["message"], call.delays,
+                                                          strict=True))
+            ]
             return await self.yzj.send_messages(wxid=call.account, target_wxid=call.recipient,
                                                  messages=parts)
         if self.itnio is None:

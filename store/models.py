@@ -184,6 +184,15 @@ class OptOut(SQLModel, table=True):
     source: str = Field(max_length=64)  # e.g. "whatsapp:STOP", "sms:退订", "vendor:131050"
 
 
+class AccountPacing(SQLModel, table=True):
+    """When a WeCom staff account may next send, so it never sends faster than its rate."""
+
+    __tablename__ = "account_pacing"
+
+    account: str = Field(primary_key=True, max_length=64)
+    next_free_at: datetime = Field(sa_type=UTCDateTime)
+
+
 class StatusEvent(SQLModel, table=True):
     """A status the vendor reported, kept even when its message is not (yet) known to us:
     a push can beat the vendor's answer to our own call."""

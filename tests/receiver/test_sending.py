@@ -231,6 +231,9 @@ def test_wecom_send_is_sent_on_the_echo_and_delivered_after_the_confirm_delay(
     assert (answer["route"], answer["status"]) == ("custom", "accepted")
     assert len(sim.sent("wecom")) == 7
     assert [c.path for c in sim.calls].count("/wechat/sendMessage") == 2  # calls of at most 5
+    # spread at the default 20 a minute: now, then every 3 s
+    start = int(clock.now.timestamp())
+    assert [m["delayed_time"] for m in sim.sent("wecom")] == [0] + [start + 3 * i for i in range(1, 7)]
 
     deliver(sim, client)
     assert message(client, answer["id"])["status"] == "sent"
