@@ -47,6 +47,7 @@ def _engine(settings: Settings) -> Iterator[Engine]:
 def main() -> None:
     """replywindow: reply windows, routes and delivery outcomes between bots and vendors."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per vendor call is noise
 
 
 @main.command()
@@ -185,3 +186,12 @@ def inbox_replay(states: tuple[str, ...], quarantined: bool) -> None:
         report = replay(engine, settings=settings, states=list(states) or None,
                         quarantined=quarantined, now=_now())
     click.echo(report.summary())
+
+
+@main.command()
+def demo() -> None:
+    """Play a day in the life against the vendor simulator (SQLite, loopback only)."""
+    from receiver import demo as demo_module
+
+    logging.getLogger().setLevel(logging.WARNING)  # the story, not the request log
+    demo_module.run(click.echo)
