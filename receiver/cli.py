@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import click
 from pydantic import ValidationError
@@ -195,3 +199,59 @@ def demo() -> None:
 
     logging.getLogger().setLevel(logging.WARNING)  # the story, not the request log
     demo_module.run(click.echo)
+
+
+@main.group("templates")
+def templates_group() -> None:
+    """WhatsApp templates at ITNIO."""
+
+
+async def _with_sender(settings: Settings, engine: Engine, work: Any) -> Any:
+    import httpx
+
+    from receiver.app import itnio_client
+    from sender.service import Sender
+
+    async with httpx.AsyncClient(timeout=settings.vendor_timeout_seconds) as http:
+        itnio = itnio_client(settings, http, _now)
+        if itnio is None:
+            raise click.ClickException(
+                "set REPLYWINDOW_ITNIO_API_KEY and REPLYWINDOW_ITNIO_API_SECRET first")
+        sender = Sender(engine, itnio=itnio, yzj=None, config=settings.send_config(), clock=_now)
+        return await work(sender)
+
+
+@templates_group.command("sync")
+def templates_sync() -> None:
+    """Fetch every template from ITNIO (wa/template/query) into the store now."""
+    from sender import sweeps
+
+    settings = _settings()
+    with _engine(settings) as engine:
+        count = asyncio.run(_with_sender(settings, engine, sweeps.sync_templates))
+    click.echo(f"{count} templates synced")
+
+
+@templates_group.command("add")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+def templates_add(path: str) -> None:
+    """Submit a template for review (wa/template/add); PATH is its JSON, as in ITNIO's docs."""
+    from sender.errors import VendorError
+
+    try:
+        template = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"{path}: not a JSON template ({exc})") from None
+    settings = _settings()
+
+    async def add(sender: Any) -> Any:
+        return await sender.itnio.add_template(template)
+
+    with _engine(settings) as engine:
+        try:
+            answer = asyncio.run(_with_sender(settings, engine, add))
+        except VendorError as exc:
+            raise click.ClickException(f"ITNIO refused it: {exc.code} {exc.meaning}") from None
+    click.echo(json.dumps(answer, ensure_ascii=False))
+    click.echo("submitted; its status arrives by template-status-event and `templates sync`",
+               err=True)
