@@ -41,11 +41,17 @@ def _request_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
+# The vendor's SMS field names, as this API calls them.
+_API_FIELDS = {"content": "sms_text", "sender_id": "sender_id"}
+
+
 def _invalid(exc: ValidationFailed) -> Invalid:
-    extra: dict[str, Any] = {"field": exc.field}
+    field = _API_FIELDS.get(exc.field, exc.field)
+    extra: dict[str, Any] = {"field": field}
     if exc.vendor_code is not None:
         extra["vendor_code"] = exc.vendor_code
-    return Invalid(exc.detail, code="invalid_message", **extra)
+    detail = exc.detail if exc.detail.startswith(field) else f"{field}: {exc.detail}"
+    return Invalid(detail, code="invalid_message", **extra)
 
 
 def parse_send(body: Any) -> dict[str, Any]:
