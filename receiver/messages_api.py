@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +26,8 @@ from sender import outcomes, policy, validate
 from sender.validate import ValidationFailed
 from store import conversations, db, messages, outbox, templates
 from store.models import OutboundMessage
+
+logger = logging.getLogger(__name__)
 
 CHANNELS = ("whatsapp", "wecom", "sms")
 FALLBACKS = ("template", "sms")
@@ -209,6 +212,15 @@ def _public(answer: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in answer.items() if not k.startswith("_")}
 
 
+def _attempt_done(runtime: Runtime) -> Any:
+    def done(attempt: asyncio.Future[None]) -> None:
+        runtime.background.discard(attempt)
+        if not attempt.cancelled() and attempt.exception() is not None:
+            logger.error("a send attempt failed; the outbox worker will retry it",
+                         exc_info=attempt.exception(), extra={"action": "send_attempt_failed"})
+    return done
+
+
 async def post_message(request: Request) -> JSONResponse:
     runtime: Runtime = request.state.runtime
     caller = await run_in_threadpool(authenticate, request, runtime)
@@ -231,7 +243,7 @@ async def post_message(request: Request) -> JSONResponse:
     if sender is not None:
         attempt = asyncio.ensure_future(sender.deliver(message_id))
         runtime.background.add(attempt)
-        attempt.add_done_callback(runtime.background.discard)
+        attempt.add_done_callback(_attempt_done(runtime))
         # Wait for the vendor a little; the attempt goes on after we answer if it is slow.
         await asyncio.wait({attempt}, timeout=WAIT_FOR_VENDOR)
     answer = await run_in_threadpool(_answer, runtime, message_id)

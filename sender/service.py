@@ -126,6 +126,11 @@ class Sender:
                 await self.run(lambda s: self._retry_later(s, message_id, exc))
             except OutcomeUnknown as exc:
                 await self.run(lambda s: self._unknown(s, message_id, exc))
+            except Exception as exc:  # our bug or our configuration: nothing was sent
+                logger.exception("sending failed before the vendor was reached", extra={
+                    "action": "message_send_error", "message_id": message_id})
+                error = NotConfigured("local", None, f"{type(exc).__name__}: {exc}")
+                await self.run(lambda s: self._retry_later(s, message_id, error))
             else:
                 await self.run(lambda s: self._accepted(s, message_id, result))
 
