@@ -38,15 +38,19 @@ def load_json(body: bytes) -> Any:
                          code="invalid_json") from None
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # json accepts NaN/Infinity; databases do not
+
+
 def _loads(text: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_constants)
     except ValueError:
         repaired = _SINGLE_QUOTED_VALUE.sub(r'\1"\2"', text)
         if repaired == text:
             raise
         try:
-            return json.loads(repaired)
+            return json.loads(repaired, parse_constant=_no_constants)
         except (ValueError, RecursionError):
             pass
         raise

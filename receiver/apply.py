@@ -15,8 +15,8 @@ from receiver.settings import Settings
 from sender import outcomes, policy
 from sender.outcomes import SendConfig
 from sender.window import inbound_time
-from store import conversations, inbox, messages, optouts, outbox, templates
-from store.models import OutboundMessage
+from store import conversations, db, inbox, messages, optouts, outbox, templates
+from store.models import InboxBody, OutboundMessage
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,26 @@ def is_owned(owner: Owner, settings: Settings) -> bool:
     if owner.kind == "itnio_sms":
         return settings.is_itnio_app_configured(owner.ref, channel="sms")
     return settings.is_yzj_account_configured(owner.ref)
+
+
+def apply_body(session: Session, body: InboxBody, *, events: list[Event], settings: Settings,
+               now: datetime) -> str:
+    """Apply a stored body's events in a savepoint; its new state. A failure that a retry of
+    the whole transaction may cure (a deadlock) is raised; any other rolls back only this
+    body's effects and marks it `failed`, to be replayed once mended."""
+    try:
+        with session.begin_nested():
+            state = apply_events(session, events=events, inbox_body_id=body.id,
+                                 received_at=body.received_at, settings=settings, now=now)
+    except Exception as exc:
+        if db.is_transient(exc):
+            raise
+        logger.error("applying a webhook body failed; kept for replay", exc_info=exc,
+                     extra={"action": "webhook_apply_failed", "inbox_body_id": body.id})
+        body.detail = f"{type(exc).__name__}: {exc}"[:2000]
+        return "failed"
+    body.applied_at = now
+    return state
 
 
 def apply_events(session: Session, *, events: list[Event], inbox_body_id: int | None,

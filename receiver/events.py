@@ -5,9 +5,12 @@ Every event carries its dedup `key`: the store applies an event only if its key 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
+
+from receiver.errors import BadPayload
 
 
 @dataclass(frozen=True)
@@ -77,3 +80,38 @@ class Unhandled:
 
 
 Event = ChatSeen | StatusReported | TemplateChanged | Unhandled
+
+
+# Column widths of what events write; a longer value is a body we cannot store as meant.
+LIMITS = {
+    "account": 64, "customer": 64, "vendor_message_id": 255, "msg_type": 32, "status": 16,
+    "client_ref": 255, "failure_code": 64, "name": 255, "language": 16,
+    "vendor_template_id": 64, "conversation_type": 32,
+}
+KEY_LIMIT = 200
+
+
+def short_key(key: str) -> str:
+    """A dedup key that fits its column: long ones keep a prefix and a digest of the whole."""
+    if len(key) <= KEY_LIMIT:
+        return key
+    return key[:120] + "#" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def checked(events: list[Event]) -> list[Event]:
+    """`events`, refused (BadPayload) if a field is too long to store; long keys shortened,
+    long display names cut."""
+    result = []
+    for event in events:
+        for field_name, limit in LIMITS.items():
+            value = getattr(event, field_name, None)
+            if isinstance(value, str) and len(value) > limit:
+                raise BadPayload(f"{field_name} is longer than {limit} characters.",
+                                 code="wrong_shape")
+        if event.key is not None and len(event.key) > KEY_LIMIT:
+            event = replace(event, key=short_key(event.key))  # type: ignore[arg-type]
+        name = getattr(event, "customer_name", None)
+        if isinstance(name, str) and len(name) > 255:
+            event = replace(event, customer_name=name[:255])  # type: ignore[arg-type]
+        result.append(event)
+    return result

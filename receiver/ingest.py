@@ -3,14 +3,20 @@
 Every webhook request hands its body to `Ingestor.submit` and waits. One writer thread takes
 whatever has queued up, stores and applies it all in one transaction, commits, and only then
 releases the waiting requests: each callback is durable before its 200, yet a burst of
-callbacks costs one commit, not one each. A body whose effects fail to apply is still stored
-(its effects are rolled back to a savepoint and the body is marked `failed` for replay).
+callbacks costs one commit, not one each.
+
+Each body is stored in its own savepoint, so one body the database refuses cannot take the
+others down with it. Replicas on PostgreSQL take turns writing batches (a transaction-scoped
+advisory lock): two batches touching the same customers in a different order would otherwise
+deadlock. Any deadlock left (with the sender's transactions) rolls back the whole batch and
+retries it; a body is never answered 200 with its effects lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,7 +25,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from receiver.apply import apply_events
+from receiver.apply import apply_body
 from receiver.errors import Unavailable
 from receiver.events import Event
 from receiver.settings import Settings
@@ -28,6 +34,8 @@ from store import db, inbox
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 512
+ATTEMPTS = 4
+INGEST_LOCK = 7_361_522_042
 
 
 @dataclass
@@ -45,41 +53,51 @@ class Received:
     parser_failure: str | None = None
 
 
+def _store_one(session: Session, item: Received, *, settings: Settings, now: datetime) -> str:
+    if item.error_code is not None:
+        inbox.add_quarantined(
+            session, vendor=item.vendor, route=item.route, received_at=item.received_at,
+            headers=item.headers, body=item.body, error=item.error_code,
+            detail=item.error_detail or "",
+        )
+        return "quarantined"
+    row = inbox.add_body(
+        session, vendor=item.vendor, route=item.route, received_at=item.received_at,
+        headers=item.headers, body=item.body,
+        dedup_key=next((e.key for e in item.events if e.key), None), event_count=len(item.events),
+    )
+    if item.parser_failure is not None:
+        row.state, row.detail = "failed", item.parser_failure
+    else:
+        row.state = apply_body(session, row, events=item.events, settings=settings, now=now)
+    session.add(row)
+    session.flush()
+    return row.state
+
+
 def store_batch(session: Session, items: list[Received], *, settings: Settings,
                 now: datetime) -> list[str]:
-    """Store and apply `items` in the session's transaction; the state of each."""
+    """Store and apply `items` in the session's transaction; the state of each.
+
+    `unstorable`: the database refused the body as parsed (it is kept in the quarantine).
+    """
     states = []
     for item in items:
-        if item.error_code is not None:
-            inbox.add_quarantined(
-                session, vendor=item.vendor, route=item.route, received_at=item.received_at,
-                headers=item.headers, body=item.body, error=item.error_code,
-                detail=item.error_detail or "",
-            )
-            states.append("quarantined")
-            continue
-        row = inbox.add_body(
-            session, vendor=item.vendor, route=item.route, received_at=item.received_at,
-            headers=item.headers, body=item.body,
-            dedup_key=next((e.key for e in item.events if e.key), None),
-            event_count=len(item.events),
-        )
-        if item.parser_failure is not None:
-            row.state, row.detail = "failed", item.parser_failure
-            states.append(row.state)
-            continue
         try:
             with session.begin_nested():
-                row.state = apply_events(session, events=item.events, inbox_body_id=row.id,
-                                         received_at=item.received_at, settings=settings, now=now)
-        except Exception as exc:  # a bug in applying must not lose the body
-            logger.exception("applying a webhook body failed; stored for replay",
-                             extra={"action": "webhook_apply_failed", "inbox_body_id": row.id})
-            row.state, row.detail = "failed", f"{type(exc).__name__}: {exc}"[:2000]
-        else:
-            row.applied_at = now
-        session.add(row)
-        states.append(row.state)
+                states.append(_store_one(session, item, settings=settings, now=now))
+        except Exception as exc:
+            if db.is_transient(exc):
+                raise
+            logger.error("a webhook body could not be stored as parsed; quarantined",
+                         exc_info=exc, extra={"action": "webhook_unstorable"})
+            with session.begin_nested():
+                inbox.add_quarantined(
+                    session, vendor=item.vendor, route=item.route,
+                    received_at=item.received_at, headers=item.headers, body=item.body,
+                    error="unstorable", detail=f"{type(exc).__name__}"[:2000],
+                )
+            states.append("unstorable")
     return states
 
 
@@ -92,56 +110,83 @@ class Ingestor:
         self._queue: asyncio.Queue[tuple[Received, asyncio.Future[str]] | None] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="replywindow-ingest")
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="replywindow-ingest")
 
     async def stop(self) -> None:
-        """Finish what is queued, then stop."""
-        if self._task is not None:
+        """Store what is queued, then stop; later submissions are refused (503)."""
+        self._closing = True  # set and the sentinel queued with no await between: nothing
+        if self._task is not None:  # can be queued after the sentinel
             self._queue.put_nowait(None)
             await self._task
             self._task = None
         self._executor.shutdown(wait=True)
 
-    async def submit(self, item: Received) -> str:
-        """Store (and apply) `item`; returns once it is committed."""
-        if self._task is None:
+    async def submit(self, item: Received, *, timeout: float) -> str:
+        """Store (and apply) `item`; returns once it is committed. Raises Unavailable if that
+        takes over `timeout` seconds: the body may still be stored, but it is not acknowledged
+        (a vendor that retries is deduplicated; one that does not still finds it stored)."""
+        if self._task is None or self._closing:
             raise Unavailable("The service is starting or stopping; try again.")
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((item, future))
-        return await asyncio.shield(future)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            raise Unavailable("The store is slow; the body may be kept but is not "
+                              "acknowledged. Retry later.") from None
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        stopping = False
-        while not stopping:
-            batch = []
-            entry = await self._queue.get()
-            while entry is not None:
-                batch.append(entry)
-                if len(batch) >= MAX_BATCH or self._queue.empty():
-                    break
+        try:
+            stopping = False
+            while not stopping:
+                batch: list[tuple[Received, asyncio.Future[str]]] = []
+                entry = await self._queue.get()
+                while entry is not None:
+                    batch.append(entry)
+                    if len(batch) >= MAX_BATCH or self._queue.empty():
+                        break
+                    entry = self._queue.get_nowait()
+                stopping = entry is None
+                if batch:
+                    await self._write_batch(batch)
+        finally:
+            # Cancelled (the loop is going away): nobody may be left waiting for ever.
+            while not self._queue.empty():
                 entry = self._queue.get_nowait()
-            stopping = entry is None
-            if not batch:
-                continue
-            items = [item for item, _ in batch]
-            try:
-                states = await loop.run_in_executor(self._executor, self._write, items)
-            except Exception:
-                logger.exception("could not store webhook bodies",
-                                 extra={"action": "webhook_store_failed", "count": len(items)})
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(
-                            Unavailable("The store is unavailable; the body was not kept. "
-                                        "Retry later."))
-                continue
-            for (_, future), state in zip(batch, states, strict=True):
+                if entry is not None and not entry[1].done():
+                    entry[1].set_exception(Unavailable("The service is stopping; retry."))
+
+    async def _write_batch(self, batch: list[tuple[Received, asyncio.Future[str]]]) -> None:
+        items = [item for item, _ in batch]
+        loop = asyncio.get_running_loop()
+        try:
+            states = await asyncio.shield(loop.run_in_executor(self._executor, self._write, items))
+        except Exception as exc:
+            logger.error("could not store webhook bodies", exc_info=exc,
+                         extra={"action": "webhook_store_failed", "count": len(items)})
+            for _, future in batch:
                 if not future.done():
-                    future.set_result(state)
+                    future.set_exception(Unavailable(
+                        "The store is unavailable; the body was not kept. Retry later."))
+            return
+        for (_, future), state in zip(batch, states, strict=True):
+            if not future.done():
+                future.set_result(state)
 
     def _write(self, items: list[Received]) -> list[str]:
-        with Session(self._engine) as session, session.begin():
-            return store_batch(session, items, settings=self._settings, now=self._clock())
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                with Session(self._engine) as session, session.begin():
+                    db.serialize_writers(session, INGEST_LOCK)
+                    return store_batch(session, items, settings=self._settings,
+                                       now=self._clock())
+            except Exception as exc:
+                if not db.is_transient(exc) or attempt == ATTEMPTS:
+                    raise
+                logger.warning("webhook batch met a deadlock or a lock; retrying",
+                               extra={"action": "webhook_batch_retry", "attempt": attempt})
+                time.sleep(0.01 * attempt)
+        raise AssertionError("unreachable")

@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from receiver.apply import apply_events
+from receiver.apply import apply_body
 from receiver.errors import BadPayload
 from receiver.parsers import parsers
 from receiver.settings import Settings
@@ -57,19 +57,18 @@ def replay(engine: Engine, *, settings: Settings, states: list[str] | None, quar
                     if parse is None:
                         raise BadPayload(f"no parser for {body.vendor}/{body.route}")
                     events = parse(body.body)
-                    with session.begin_nested():
-                        outcome = apply_events(session, events=events, inbox_body_id=body.id,
-                                               received_at=body.received_at, settings=settings,
-                                               now=now)
                 except Exception as exc:
                     outcome, body.detail = "failed", f"{type(exc).__name__}: {exc}"[:2000]
                 else:
+                    previous_detail, applied_before = body.detail, body.applied_at
+                    body.detail = None
+                    outcome = apply_body(session, body, events=events, settings=settings, now=now)
+                    if outcome != "applied":  # only effects applied by this replay count
+                        body.applied_at = applied_before
+                    if outcome != "failed" and body.state != "failed":
+                        body.detail = previous_detail
                     body.event_count = len(events)
                     body.dedup_key = next((e.key for e in events if e.key), None)
-                    if outcome == "applied":  # effects applied by this replay
-                        body.applied_at = now
-                    if body.state == "failed":
-                        body.detail = None
                 body.state = _replay_state(body.state, outcome)
                 session.add(body)
                 report.bodies[body.state] += 1
@@ -98,7 +97,7 @@ def _replay_quarantine(engine: Engine, *, settings: Settings, read: dict, now: d
             except BadPayload:
                 events = None
             except Exception:  # a parser bug must not stop the rest of the quarantine
-                logger.exception("parsing a quarantined body failed",
+                logger.error("parsing a quarantined body failed", exc_info=True,
                                  extra={"action": "quarantine_parse_failed",
                                         "quarantined_body_id": row.id})
                 events = None
@@ -110,18 +109,7 @@ def _replay_quarantine(engine: Engine, *, settings: Settings, read: dict, now: d
                 headers=row.headers, body=row.body,
                 dedup_key=next((e.key for e in events if e.key), None), event_count=len(events),
             )
-            try:
-                with session.begin_nested():
-                    body.state = apply_events(session, events=events, inbox_body_id=body.id,
-                                              received_at=row.received_at, settings=settings,
-                                              now=now)
-            except Exception as exc:  # kept in the archive as failed, for the next replay
-                logger.exception("applying a recovered body failed; stored for replay",
-                                 extra={"action": "quarantine_apply_failed",
-                                        "quarantined_body_id": row.id})
-                body.state, body.detail = "failed", f"{type(exc).__name__}: {exc}"[:2000]
-            else:
-                body.applied_at = now
+            body.state = apply_body(session, body, events=events, settings=settings, now=now)
             row.resolved_at, row.inbox_body_id = now, body.id
             session.add_all([body, row])
             report.recovered += 1

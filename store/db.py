@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, create_engine, event
+from sqlalchemy import DateTime, Engine, create_engine, event, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
@@ -40,9 +40,15 @@ def is_sqlite(url: str) -> bool:
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for `url`. SQLite gets WAL, full fsync and real transactions (see below)."""
+    # hide_parameters: an SQL error (or the engine's log) never shows bound values, which are
+    # phone numbers and message bodies.
+    kwargs.setdefault("hide_parameters", True)
     if not is_sqlite(url):
+        kwargs["connect_args"] = {"connect_timeout": 5, **kwargs.get("connect_args", {})}
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
+    kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30,
+                              **kwargs.get("connect_args", {})}
+    engine = create_engine(url, **kwargs)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -68,3 +74,25 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 def writer(engine: Engine) -> Engine:
     """The same engine, for transactions that will write."""
     return engine.execution_options(sqlite_immediate=True)
+
+
+# Deadlock, serialization failure, lock timeout: the work is fine, the timing was not.
+TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying the whole transaction may succeed."""
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(exc, DBAPIError):
+        return False
+    if getattr(exc.orig, "sqlstate", None) in TRANSIENT_SQLSTATES:
+        return True
+    return "database is locked" in str(exc.orig)
+
+
+def serialize_writers(session: Any, lock_id: int) -> None:
+    """Make concurrent transactions that call this with `lock_id` take turns (PostgreSQL; on
+    SQLite, BEGIN IMMEDIATE already does). Released at commit or rollback."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_id})
