@@ -10,6 +10,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -57,6 +58,14 @@ def _invalid(exc: ValidationFailed) -> Invalid:
     return Invalid(detail, code="invalid_message", **extra)
 
 
+def _has_zone(value: str) -> bool:
+    """A bot's time names its zone: a zone-less one would be read as the vendor's +08:00."""
+    try:
+        return datetime.fromisoformat(value.strip().replace("Z", "+00:00")).tzinfo is not None
+    except ValueError:
+        return False
+
+
 def parse_send(body: Any) -> dict[str, Any]:
     """The request, checked against the documented rules; the normalised copy we store."""
     if not isinstance(body, dict):
@@ -71,7 +80,7 @@ def parse_send(body: Any) -> dict[str, Any]:
                       code="invalid_request", field="fallback")
     send_at = body.get("send_at")
     if send_at is not None and (not isinstance(send_at, str) or _lenient.iso(send_at) is None
-                                or "T" not in send_at):
+                                or "T" not in send_at or not _has_zone(send_at)):
         raise Invalid("send_at must be an ISO-8601 time with its zone, e.g. "
                       "2026-11-22T10:00:00Z.", code="invalid_request", field="send_at")
     for name in ("sms_text", "reply_to", "sender_id"):
@@ -138,6 +147,18 @@ def _window(session: Session, runtime: Runtime, message: OutboundMessage) -> dic
 
 def _submit(runtime: Runtime, caller: Caller, body: dict[str, Any],
             idempotency_key: str | None) -> tuple[str, dict[str, Any] | None, int]:
+    try:
+        return _submit_once(runtime, caller, body, idempotency_key)
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        # A concurrent request with the same key stored its message first (the unique
+        # constraint said so): this one is its repeat, answered as such.
+        return _submit_once(runtime, caller, body, idempotency_key)
+
+
+def _submit_once(runtime: Runtime, caller: Caller, body: dict[str, Any],
+                 idempotency_key: str | None) -> tuple[str, dict[str, Any] | None, int]:
     """Store the message (or find the earlier one). Returns its id, and a finished answer
     when there is nothing to send (a refusal, or an idempotent repeat)."""
     now = runtime.clock()

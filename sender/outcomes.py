@@ -169,3 +169,23 @@ def attach_orphans(session: Session, message: OutboundMessage, *, config: SendCo
         session.add(event)
         apply_event(session, message, event, config=config, now=now)
     return len(events)
+
+
+def adopt_orphans(session: Session, message: OutboundMessage, *, since: datetime,
+                  config: SendConfig, now: datetime) -> int:
+    """A WhatsApp message just held as unknown (its call timed out, or its sender died) has
+    no vendor id. Pushes that came in while the call was out, for an id no message has, from
+    this business to this recipient, are most likely about it: it takes the id of the earliest
+    and they are applied. (Pushes that come later are matched in receiver/apply.py.) Not
+    while another message to the recipient is in a call: they may be that one's."""
+    if messages.delivery_channel(message) != "whatsapp" or message.vendor_message_id:
+        return 0
+    if outbox.others_sending(session, message=message):
+        return 0
+    for event in outbox.orphans_since(session, channel="whatsapp", since=since):
+        detail = event.detail or {}
+        if detail.get("from") == message.account and detail.get("recipient") == message.recipient:
+            message.vendor_message_id = event.vendor_message_id
+            session.add(message)
+            return attach_orphans(session, message, config=config, now=now)
+    return 0

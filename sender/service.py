@@ -280,7 +280,13 @@ class Sender:
         message = self._claimed(session, message_id)
         if message is None or message.status != "sending":
             return
-        message.status, message.status_at = "unknown", self.clock()
+        now = self.clock()
+        called_at = (message.next_attempt_at or now) - LEASE  # the claim set it to + LEASE
+        message.status, message.status_at = "unknown", now
         session.add(message)
+        # Its pushes may have come while we waited for the answer that never came.
+        if outcomes.adopt_orphans(session, message, since=called_at, config=self.config,
+                                  now=now):
+            return
         logger.warning("vendor outcome unknown; held for status pushes", extra={
             "action": "message_outcome_unknown", "message_id": message.id})

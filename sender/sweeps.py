@@ -10,7 +10,7 @@ from sqlmodel import Session, func, select
 
 from sender import outcomes
 from sender.errors import VendorError
-from sender.service import Sender
+from sender.service import LEASE, Sender
 from store import messages, outbox
 from store.models import StatusEvent, Template
 
@@ -23,15 +23,36 @@ NOT_FINAL = ("queued", "sending", "unknown", "accepted", "sent")
 
 async def recover_stale(sender: Sender) -> int:
     """A `sending` message whose lease ran out: the process died mid-call. The vendor may
-    have it, so it is held as unknown, never sent again blindly."""
+    have it, so it is held as unknown, never sent again blindly. Also mends status events
+    left orphaned by a race (see attach_stranded)."""
     now = sender.clock()
+    await attach_stranded(sender)
 
     def work(session: Session) -> int:
         rows = outbox.stale_sending(session, now=now)
         for row in rows:
+            called_at = (row.next_attempt_at or now) - LEASE  # the claim set it to + LEASE
             row.status, row.status_at = "unknown", now
             session.add(row)
+            outcomes.adopt_orphans(session, row, since=called_at, config=sender.config, now=now)
         return len(rows)
+
+    return int(await sender.run(work))
+
+
+async def attach_stranded(sender: Sender) -> int:
+    """On PostgreSQL a status push and the vendor's answer to our call can be recorded in two
+    transactions at once: the push finds no message with its id, the answer finds no push,
+    and the push stays an orphan. Apply those here; returns how many were."""
+    now = sender.clock()
+
+    def work(session: Session) -> int:
+        applied = 0
+        for message_id in outbox.stranded_orphans(session, since=now - EXPIRE_AFTER):
+            row = outbox.get(session, message_id, for_update=True)
+            if row is not None:
+                applied += outcomes.attach_orphans(session, row, config=sender.config, now=now)
+        return applied
 
     return int(await sender.run(work))
 

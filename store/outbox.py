@@ -86,6 +86,50 @@ def orphan_events(session: Session, *, channel: str, vendor_message_id: str | No
     return list(session.exec(stmt.order_by(col(StatusEvent.occurred_at), col(StatusEvent.id))).all())
 
 
+def orphans_since(session: Session, *, channel: str, since: datetime,
+                  limit: int = 500) -> list[StatusEvent]:
+    """Status events about no message yet, received since `since`, oldest first (locked, so
+    two messages never adopt the same ones)."""
+    stmt = (
+        select(StatusEvent)
+        .where(StatusEvent.channel == channel, col(StatusEvent.message_id).is_(None),
+               col(StatusEvent.vendor_message_id).is_not(None),
+               col(StatusEvent.received_at) >= since)
+        .order_by(col(StatusEvent.received_at), col(StatusEvent.id))
+        .limit(limit)
+        .with_for_update()
+    )
+    return list(session.exec(stmt).all())
+
+
+def stranded_orphans(session: Session, *, since: datetime, limit: int = 500) -> list[str]:
+    """Ids of messages that have the vendor id of a status event received since `since` and
+    still linked to no message (it was stored while the answer naming it was recorded)."""
+    stmt = (
+        select(OutboundMessage.id, OutboundMessage.channel, OutboundMessage.route,
+               StatusEvent.channel)
+        .join(StatusEvent, col(StatusEvent.vendor_message_id)
+              == col(OutboundMessage.vendor_message_id))
+        .where(col(StatusEvent.message_id).is_(None), col(StatusEvent.received_at) >= since)
+        .limit(limit)
+    )
+    found: list[str] = []
+    for message_id, channel, route, event_channel in session.exec(stmt).all():
+        # The channel the vendor reports on: a WhatsApp request sent by SMS is reported as SMS.
+        if ("sms" if route == "sms" else channel) == event_channel and message_id not in found:
+            found.append(message_id)
+    return found
+
+
+def others_sending(session: Session, *, message: OutboundMessage) -> bool:
+    """Whether another message to the same recipient is in a vendor call right now."""
+    stmt = select(OutboundMessage.id).where(
+        OutboundMessage.channel == message.channel, OutboundMessage.status == "sending",
+        OutboundMessage.account == message.account,
+        OutboundMessage.recipient == message.recipient, OutboundMessage.id != message.id)
+    return session.exec(stmt.limit(1)).first() is not None
+
+
 def unknown_for(session: Session, *, channel: str, account: str, recipient: str,
                 sent_before: datetime) -> OutboundMessage | None:
     """The oldest message held as unknown (its call timed out) to this recipient: a status
