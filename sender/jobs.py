@@ -19,6 +19,7 @@ async def deliver_due(sender: Sender) -> None:
 
 async def run_sweeps(sender: Sender) -> None:
     await sweeps.recover_stale(sender)
+    await sweeps.attach_stranded(sender)
     await sweeps.confirm_wecom(sender)
     await sweeps.expire_old(sender)
 

@@ -23,10 +23,8 @@ NOT_FINAL = ("queued", "sending", "unknown", "accepted", "sent")
 
 async def recover_stale(sender: Sender) -> int:
     """A `sending` message whose lease ran out: the process died mid-call. The vendor may
-    have it, so it is held as unknown, never sent again blindly. Also mends status events
-    left orphaned by a race (see attach_stranded)."""
+    have it, so it is held as unknown, never sent again blindly."""
     now = sender.clock()
-    await attach_stranded(sender)
 
     def work(session: Session) -> int:
         rows = outbox.stale_sending(session, now=now)

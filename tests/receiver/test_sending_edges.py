@@ -605,7 +605,7 @@ def test_a_push_stored_as_an_orphan_while_the_answer_was_recorded_is_applied_by_
     assert message(client, answer["id"])["status"] == "accepted"
 
     clock.advance(seconds=30)
-    client.portal.call(sweeps.recover_stale, _sender(client))
+    client.portal.call(sweeps.attach_stranded, _sender(client))
 
     final = message(client, answer["id"])
     assert final["status"] == "delivered"
