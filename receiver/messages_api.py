@@ -106,8 +106,10 @@ def parse_send(body: Any) -> dict[str, Any]:
                     validate.check_whatsapp_message(body["message"])
                 if body.get("template") is not None:
                     validate.check_template_send(body["template"])
-                if "sms" in fallback and body.get("sms_text") is not None:
-                    validate.check_sms(content=body["sms_text"], sender_id=body.get("sender_id"))
+                fallback_text = body.get("sms_text") or policy.message_text(body.get("message"))
+                if "sms" in fallback and fallback_text is not None:
+                    # The SMS that may go instead must fit SMS limits too, checked now.
+                    validate.check_sms(content=fallback_text, sender_id=body.get("sender_id"))
     except ValidationFailed as exc:
         raise _invalid(exc) from None
     return {**body, "from": sender, "to": recipient, "fallback": fallback}

@@ -126,7 +126,7 @@ def after_failure(session: Session, message: OutboundMessage, *, code: str | Non
                   config: SendConfig, now: datetime) -> OutboundMessage | None:
     """131050: the contact opted out. 131047 on a custom message: re-send by the fallback
     the request allowed (a new message, linked to this one). Returns the re-send, if any."""
-    if code == OPTED_OUT_CODE:
+    if code == OPTED_OUT_CODE and message.channel == "whatsapp" and message.route != "sms":
         optouts.record(session, customer=message.recipient, opted_out=True,
                        source=f"vendor:{OPTED_OUT_CODE}", at=now)
         return None

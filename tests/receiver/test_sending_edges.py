@@ -756,3 +756,13 @@ def test_a_body_over_1_mib_is_413_and_no_key_is_401(
     assert _post(client, VALID, headers={}).status_code == 401
     assert _post(client, VALID, headers={"Authorization": "Bearer nope"}).status_code == 401
     assert sim.calls == []
+
+
+def test_a_text_too_long_for_the_sms_fallback_is_422_before_any_call(
+        client: TestClient, sim: VendorSimulator) -> None:
+    long_text = {"type": "text", "text": {"body": "x" * 2000}}  # fine for WhatsApp (4096)
+    response = send(client, message=long_text, fallback=["sms"])
+
+    assert response.status_code == 422
+    assert (response.json()["field"], response.json()["vendor_code"]) == ("sms_text", "-5")
+    assert sim.calls == []
