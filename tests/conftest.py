@@ -6,8 +6,10 @@ file, once on PostgreSQL when TEST_DATABASE_URL is set (skipped with that reason
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,18 +42,32 @@ class FakeClock:
         self.now += timedelta(**delta)
 
 
-def _pg_test_url() -> str | None:
-    base = os.environ.get("TEST_DATABASE_URL")
-    if not base:
-        return None
+def _pg_admin(base: str) -> Engine:
+    return create_engine(make_url(base), isolation_level="AUTOCOMMIT")
+
+
+def _pg_create_test_db(base: str) -> str:
+    """A database of its own for this session: concurrent runs never touch each other's."""
     url = make_url(base)
-    name = f"{url.database or 'postgres'}_replywindow"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return url.set(database=name).render_as_string(hide_password=False)
+    name = f"{url.database or 'postgres'}_replywindow_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = _pg_admin(base)
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    return name
+
+
+def _pg_drop_test_db(base: str, name: str) -> None:
+    """Best effort: a leftover database is harmless, a failing teardown is not."""
+    with contextlib.suppress(Exception):
+        admin = _pg_admin(base)
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        finally:
+            admin.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -63,10 +79,17 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str | None]:
-    url = _pg_test_url()
-    if url is not None:
+    base = os.environ.get("TEST_DATABASE_URL")
+    if not base:
+        yield None
+        return
+    name = _pg_create_test_db(base)
+    try:
+        url = make_url(base).set(database=name).render_as_string(hide_password=False)
         migrate.upgrade(url)
-    yield url
+        yield url
+    finally:
+        _pg_drop_test_db(base, name)
 
 
 def _truncate_all(url: str) -> None:

@@ -361,3 +361,40 @@ def test_inbox_replay_refuses_an_unknown_state(run: Run) -> None:
 
     assert result.exit_code != 0
     assert "aplied" in result.output
+
+
+# --- a fresh clone ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [("keys", "add", "x"), ("keys", "list"), ("urls",),
+                                     ("inbox", "replay"), ("keys", "revoke", "x")])
+def test_a_command_on_a_brand_new_database_brings_it_up_to_date_first(
+        tmp_path: Path, command: tuple[str, ...]) -> None:
+    url = f"sqlite:///{tmp_path / 'brand-new.db'}"
+    (tmp_path / "brand-new.db").touch()  # an empty file: no tables, no alembic_version
+
+    result = CliRunner().invoke(main, list(command), env={"REPLYWINDOW_DATABASE_URL": url},
+                                catch_exceptions=False)
+
+    if command == ("keys", "revoke", "x"):
+        assert result.exit_code != 0 and "no key" in result.output, result.output
+    else:
+        assert result.exit_code == 0, result.output
+    assert "no such table" not in result.output
+    migrate.check(url)
+
+
+def test_keys_add_on_a_brand_new_database_makes_a_key_that_authenticates(tmp_path: Path) -> None:
+    path = tmp_path / "brand-new.db"
+    path.touch()
+    url = f"sqlite:///{path}"
+
+    result = CliRunner().invoke(main, ["keys", "add", "x"],
+                                env={"REPLYWINDOW_DATABASE_URL": url}, catch_exceptions=False)
+
+    assert result.exit_code == 0, result.output
+    key = result.stdout.strip()
+    assert KEY.match(key), result.stdout
+    settings = Settings(database_url=url, api_keys="", run_scheduler=False,
+                        _env_file=None)  # type: ignore[call-arg]
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/v1/windows", headers=_bearer(key)).status_code == 200

@@ -737,3 +737,59 @@ def test_a_valid_body_is_never_repaired() -> None:
     text = b'{"content": "a: \'b\'"}'
 
     assert L.load_json(text) == {"content": "a: 'b'"}
+
+
+# -- phone numbers, as the windows API and the outbox key them ------------------------------
+
+WRITTEN = ["+91856321412", "91856321412", "+91 856 321 412", "+91-856-321-412",
+           " +91 (856) 321-412 ", 91856321412]
+
+
+@pytest.mark.parametrize("written", WRITTEN)
+def test_uplink_phones_are_digits_only(written: Any) -> None:
+    item = uplink({"type": "text", "text": {"body": "hi"}}, businessPhone=written,
+                  **{"from": {"phone": str(written).replace("412", "432"), "name": "Alice"}})
+
+    event = one(parse_whatsapp(body(item)))
+
+    assert (event.account, event.customer) == ("91856321412", "91856321432")
+    assert event.key == "whatsapp:in:91856321412:wamid.X1"  # one key, however it was written
+
+
+@pytest.mark.parametrize("spelling", ["form", "from"])
+@pytest.mark.parametrize("written", WRITTEN)
+def test_status_phones_are_digits_only(written: Any, spelling: str) -> None:
+    item = status_event(recipient=f"+{str(written).lstrip(' +')}".replace("412", "432"))
+    del item["form"]
+    item[spelling] = written
+
+    event = one(parse_whatsapp(body(item)))
+
+    assert (event.detail["from"], event.detail["recipient"]) == ("91856321412", "91856321432")
+
+
+@pytest.mark.parametrize("written", WRITTEN)
+def test_sms_phones_are_digits_only(written: Any) -> None:
+    inbound = {**sample("itnio_sms_mo.json"), "mobile": written,
+               "sendid": str(written).replace("412", "499")}
+    report = dlr(mobile=written)
+
+    reply = one(parse_sms(body(inbound)))
+    delivered = one(parse_sms(body(report)))
+
+    assert (reply.account, reply.customer) == ("91856321499", "91856321412")
+    assert delivered.detail["mobile"] == "91856321412"
+
+
+def test_a_value_that_is_not_a_phone_number_is_kept_as_sent() -> None:
+    inbound = {**sample("itnio_sms_mo.json"), "sendid": "ACME-SMS"}
+
+    assert one(parse_sms(body(inbound))).account == "ACME-SMS"
+
+
+@pytest.mark.parametrize("blank", ["", "  ", None])
+def test_a_blank_phone_is_still_wrong_shape(blank: Any) -> None:
+    with pytest.raises(BadPayload) as caught:
+        parse_whatsapp(body(uplink({"type": "text"}, businessPhone=blank)))
+
+    assert caught.value.code == "wrong_shape"

@@ -4,7 +4,6 @@ by ASGI), and every message followed to its outcome by the simulator's own callb
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -17,31 +16,33 @@ from receiver.settings import Settings
 from sender import sweeps
 from sender.simulator import VendorSimulator
 from store.models import OutboundMessage
-from tests.conftest import API_KEY, TOKEN, FakeClock
-
-BUSINESS, CUSTOMER = "91856321412", "91856321432"
-STAFF, WECOM_CUSTOMER = "1688851873049028", "7881302848173300"
-YZJ_KEY = "replywindowTestVectorKey32bytes!"
-TEXT = {"type": "text", "text": {"body": "Your order has shipped"}}
-AUTH = {"Authorization": f"Bearer {API_KEY}"}
+from tests.conftest import FakeClock
+from tests.receiver.sending_support import (
+    AUTH,
+    BUSINESS,
+    CUSTOMER,
+    STAFF,
+    TEXT,
+    WECOM_CUSTOMER,
+    customer_writes,
+    deliver,
+    deliver_due,
+    message,
+    send,
+    sender_of,
+    sim_settings,
+    simulator,
+)
 
 
 @pytest.fixture
 def sim(clock: FakeClock) -> VendorSimulator:
-    simulator = VendorSimulator(clock=clock, yzj_aes_key=YZJ_KEY, webhook_token=TOKEN)
-    simulator.add_approved_template("order_update", "en", "Order {{1}} has shipped")
-    return simulator
+    return simulator(clock)
 
 
 @pytest.fixture
 def settings(db_url: str, sim: VendorSimulator) -> Settings:
-    return Settings(
-        database_url=db_url, webhook_token=TOKEN, api_keys=API_KEY, run_scheduler=False,
-        itnio_base_url="http://sim", itnio_api_key="sim-key", itnio_api_secret="sim-secret",
-        itnio_wa_app_id="simWA001", itnio_sms_app_id="simSMS01",
-        yzj_base_url="http://sim", yzj_app_id="sim-yzj", yzj_app_secret="sim-yzj-secret",
-        yzj_encoding_aes_key=YZJ_KEY, _env_file=None,  # type: ignore[call-arg]
-    )
+    return sim_settings(db_url)
 
 
 @pytest.fixture
@@ -49,42 +50,6 @@ def client(settings: Settings, clock: FakeClock, sim: VendorSimulator) -> Iterat
     app = create_app(settings, clock=clock, vendor_transport=httpx.ASGITransport(app=sim.app))
     with TestClient(app) as client:
         yield client
-
-
-def deliver(sim: VendorSimulator, client: TestClient) -> int:
-    """Post the simulator's queued callbacks into replywindow, as the vendors would."""
-    batch = list(sim.pending_callbacks)
-    sim.pending_callbacks.clear()
-    for callback in batch:
-        response = client.post(f"{callback.url_path}/{TOKEN}", content=callback.body,
-                               headers={"content-type": callback.content_type})
-        assert response.status_code == 200, response.text
-    return len(batch)
-
-
-def customer_writes(sim: VendorSimulator, client: TestClient, clock: FakeClock) -> None:
-    sim.customer_writes_whatsapp(BUSINESS, CUSTOMER, "hi", at=clock.now)
-    deliver(sim, client)
-
-
-def send(client: TestClient, **body: Any) -> httpx.Response:
-    payload = {"channel": "whatsapp", "from": BUSINESS, "to": CUSTOMER, "message": TEXT} | body
-    return client.post("/v1/messages", json=payload, headers=AUTH)
-
-
-def message(client: TestClient, message_id: str) -> dict[str, Any]:
-    response = client.get(f"/v1/messages/{message_id}", headers=AUTH)
-    assert response.status_code == 200
-    return response.json()
-
-
-def _sender(client: TestClient) -> Any:
-    return client.app_state["runtime"].sender
-
-
-def _deliver_due(client: TestClient) -> int:
-    """What the scheduler's outbox job does every second."""
-    return int(client.portal.call(_sender(client).deliver_due))  # type: ignore[union-attr]
 
 
 # -- WhatsApp ------------------------------------------------------------------------------
@@ -115,7 +80,7 @@ def test_inside_the_window_a_reply_goes_custom_and_reaches_read(
 
 def test_outside_the_window_the_reply_goes_as_the_template(
         client: TestClient, sim: VendorSimulator) -> None:
-    client.portal.call(sweeps.sync_templates, _sender(client))  # learn it is APPROVED
+    client.portal.call(sweeps.sync_templates, sender_of(client))  # learn it is APPROVED
     template = {"name": "order_update", "language": "en",
                 "components": [{"type": "body", "parameters": [{"type": "text", "text": "A-1"}]}]}
 
@@ -177,7 +142,7 @@ def test_a_custom_message_refused_with_131047_is_resent_by_the_fallback(
     resends = client.get("/v1/messages?channel=whatsapp", headers=AUTH).json()["messages"]
     [resend] = [m for m in resends if m["fallback_of"] == answer["id"]]
     assert (resend["route"], resend["fallback_reason"]) == ("sms", "window_closed")
-    assert _deliver_due(client) == 1
+    assert deliver_due(client) == 1
     assert [s["content"] for s in sim.sent("sms")] == ["Your order has shipped"]
 
 
@@ -202,7 +167,7 @@ def test_a_vendor_outage_is_retried_later_and_nothing_is_lost(
     assert answer["status"] == "queued"
 
     clock.advance(seconds=5)
-    assert _deliver_due(client) == 1
+    assert deliver_due(client) == 1
     assert message(client, answer["id"])["status"] == "accepted"
     assert len(sim.sent("whatsapp")) == 1
 
@@ -238,7 +203,7 @@ def test_wecom_send_is_sent_on_the_echo_and_delivered_after_the_confirm_delay(
     deliver(sim, client)
     assert message(client, answer["id"])["status"] == "sent"
     clock.advance(seconds=601)
-    client.portal.call(sweeps.confirm_wecom, _sender(client))
+    client.portal.call(sweeps.confirm_wecom, sender_of(client))
     assert message(client, answer["id"])["status"] == "delivered"
 
 
@@ -257,7 +222,7 @@ def test_a_wecom_failure_ends_failed_even_before_the_echo(
     final = message(client, answer["id"])
     assert (final["status"], final["failure"]["reason"]) == ("failed", "客户已删除")
     clock.advance(seconds=601)
-    client.portal.call(sweeps.confirm_wecom, _sender(client))
+    client.portal.call(sweeps.confirm_wecom, sender_of(client))
     assert message(client, answer["id"])["status"] == "failed"
 
 
@@ -279,7 +244,7 @@ def test_sms_without_a_report_is_reconciled_through_get_report(
     assert sim.pending_callbacks == []
 
     clock.advance(minutes=11)
-    assert client.portal.call(sweeps.reconcile_sms, _sender(client)) == 1
+    assert client.portal.call(sweeps.reconcile_sms, sender_of(client)) == 1
     assert message(client, answer["id"])["status"] == "delivered"
 
 
@@ -300,14 +265,14 @@ def test_anything_without_an_outcome_after_72_hours_expires(
     answer = send(client).json()
     clock.advance(hours=72, seconds=1)
 
-    assert client.portal.call(sweeps.expire_old, _sender(client)) == 1
+    assert client.portal.call(sweeps.expire_old, sender_of(client)) == 1
     assert message(client, answer["id"])["status"] == "expired"
     with Session(engine) as session:
         assert session.exec(select(OutboundMessage)).one().expired_at == clock.now
 
 
 def test_templates_are_synced_and_listed(client: TestClient, sim: VendorSimulator) -> None:
-    assert client.portal.call(sweeps.sync_templates, _sender(client)) >= 1
+    assert client.portal.call(sweeps.sync_templates, sender_of(client)) >= 1
 
     templates = client.get("/v1/templates", headers=AUTH).json()["templates"]
     assert {(t["name"], t["language"], t["status"]) for t in templates} >= {

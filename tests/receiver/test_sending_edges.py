@@ -29,13 +29,24 @@ from sender.service import Sender
 from sender.simulator import ITNIO_WA_HOOK, VendorSimulator
 from store import db, keys, outbox
 from store.models import OutboundMessage, StatusEvent
-from tests.conftest import API_KEY, TOKEN, FakeClock
+from tests.conftest import TOKEN, FakeClock
+from tests.receiver.sending_support import (
+    AUTH,
+    BUSINESS,
+    CUSTOMER,
+    STAFF,
+    TEXT,
+    WECOM_CUSTOMER,
+    customer_writes,
+    deliver,
+    deliver_due,
+    message,
+    send,
+    sender_of,
+    sim_settings,
+    simulator,
+)
 
-BUSINESS, CUSTOMER = "91856321412", "91856321432"
-STAFF, WECOM_CUSTOMER = "1688851873049028", "7881302848173300"
-YZJ_KEY = "replywindowTestVectorKey32bytes!"
-TEXT = {"type": "text", "text": {"body": "Your order has shipped"}}
-AUTH = {"Authorization": f"Bearer {API_KEY}"}
 WA_CUSTOM = "/wa/custom/sendMsg"
 TEMPLATE = {"name": "order_update", "language": "en",
             "components": [{"type": "body", "parameters": [{"type": "text", "text": "A-1"}]}]}
@@ -71,9 +82,7 @@ class VendorNetwork(httpx.AsyncBaseTransport):
 
 @pytest.fixture
 def sim(clock: FakeClock) -> VendorSimulator:
-    simulator = VendorSimulator(clock=clock, yzj_aes_key=YZJ_KEY, webhook_token=TOKEN)
-    simulator.add_approved_template("order_update", "en", "Order {{1}} has shipped")
-    return simulator
+    return simulator(clock)
 
 
 @pytest.fixture
@@ -83,14 +92,7 @@ def vendor_timeout() -> float:
 
 @pytest.fixture
 def settings(db_url: str, sim: VendorSimulator, vendor_timeout: float) -> Settings:
-    return Settings(
-        database_url=db_url, webhook_token=TOKEN, api_keys=API_KEY, run_scheduler=False,
-        itnio_base_url="http://sim", itnio_api_key="sim-key", itnio_api_secret="sim-secret",
-        itnio_wa_app_id="simWA001", itnio_sms_app_id="simSMS01",
-        yzj_base_url="http://sim", yzj_app_id="sim-yzj", yzj_app_secret="sim-yzj-secret",
-        yzj_encoding_aes_key=YZJ_KEY, vendor_timeout_seconds=vendor_timeout,
-        _env_file=None,  # type: ignore[call-arg]
-    )
+    return sim_settings(db_url, vendor_timeout_seconds=vendor_timeout)
 
 
 @pytest.fixture
@@ -103,17 +105,6 @@ def client(settings: Settings, clock: FakeClock, network: VendorNetwork) -> Iter
     app = create_app(settings, clock=clock, vendor_transport=network)
     with TestClient(app) as client:
         yield client
-
-
-def deliver(sim: VendorSimulator, client: TestClient, *, reverse: bool = False) -> int:
-    """Post the simulator's queued callbacks into replywindow, as the vendors would."""
-    batch = list(sim.pending_callbacks)
-    sim.pending_callbacks.clear()
-    for callback in batch[::-1] if reverse else batch:
-        response = client.post(f"{callback.url_path}/{TOKEN}", content=callback.body,
-                               headers={"content-type": callback.content_type})
-        assert response.status_code == 200, response.text
-    return len(batch)
 
 
 def pushes_now(sim: VendorSimulator, client: TestClient, *,
@@ -137,37 +128,11 @@ def pushes_now(sim: VendorSimulator, client: TestClient, *,
     return push
 
 
-def customer_writes(sim: VendorSimulator, client: TestClient, clock: FakeClock) -> None:
-    sim.customer_writes_whatsapp(BUSINESS, CUSTOMER, "hi", at=clock.now)
-    deliver(sim, client)
-
-
-def send(client: TestClient, headers: dict[str, str] | None = None,
-         **body: Any) -> httpx.Response:
-    payload = {"channel": "whatsapp", "from": BUSINESS, "to": CUSTOMER, "message": TEXT} | body
-    return client.post("/v1/messages", json=payload, headers=AUTH if headers is None else headers)
-
-
-def message(client: TestClient, message_id: str) -> dict[str, Any]:
-    response = client.get(f"/v1/messages/{message_id}", headers=AUTH)
-    assert response.status_code == 200
-    return response.json()
-
-
-def _sender(client: TestClient) -> Any:
-    return client.app_state["runtime"].sender
-
-
-def _deliver_due(client: TestClient) -> int:
-    """What the scheduler's outbox job does every second."""
-    return int(client.portal.call(_sender(client).deliver_due))  # type: ignore[union-attr]
-
-
 def _sweep(client: TestClient) -> None:
     """What the scheduler's sweep job does every 30 s."""
     for sweep in (sweeps.recover_stale, sweeps.confirm_wecom, sweeps.expire_old,
                   sweeps.reconcile_sms):
-        client.portal.call(sweep, _sender(client))
+        client.portal.call(sweep, sender_of(client))
 
 
 def calls_to(sim: VendorSimulator, path: str) -> int:
@@ -192,7 +157,7 @@ def status_push(vendor_message_id: str, status: str, *, at: int, **extra: Any) -
 def test_a_scheduled_send_takes_its_route_when_it_goes_out(
         client: TestClient, sim: VendorSimulator, clock: FakeClock, fallback: list[str],
         route: str, path: str) -> None:
-    client.portal.call(sweeps.sync_templates, _sender(client))
+    client.portal.call(sweeps.sync_templates, sender_of(client))
     customer_writes(sim, client, clock)
     send_at = clock.now + timedelta(hours=1)
 
@@ -206,17 +171,17 @@ def test_a_scheduled_send_takes_its_route_when_it_goes_out(
     assert answer["send_at"] is not None and answer["vendor_message_id"] is None
     calls_before = len(sim.calls)
     clock.advance(minutes=59)
-    assert _deliver_due(client) == 0  # not due yet
+    assert deliver_due(client) == 0  # not due yet
 
     clock.advance(hours=25)  # the window has closed since it was asked for
-    assert _deliver_due(client) == 1
+    assert deliver_due(client) == 1
 
     final = message(client, answer["id"])
     assert (final["route"], final["status"], final["fallback_reason"]) == (
         route, "accepted", "window_closed")
     assert [c.path for c in sim.calls[calls_before:]] == [path]
     assert sim.sent("whatsapp" if route == "template" else "sms")[0]["recipient"] == CUSTOMER
-    assert _deliver_due(client) == 0
+    assert deliver_due(client) == 0
 
 
 def test_a_scheduled_send_with_no_fallback_is_rejected_when_the_window_has_closed(
@@ -226,13 +191,13 @@ def test_a_scheduled_send_with_no_fallback_is_rejected_when_the_window_has_close
     assert (answer["status"], answer["route"]) == ("queued", None)
 
     clock.advance(hours=25)
-    assert _deliver_due(client) == 1  # claimed, then refused before any call
+    assert deliver_due(client) == 1  # claimed, then refused before any call
     final = message(client, answer["id"])
 
     assert (final["status"], final["failure"]["code"]) == ("rejected", "window_closed")
     assert sim.calls == [] and sim.sent("whatsapp") == []
     clock.advance(hours=1)
-    assert _deliver_due(client) == 0
+    assert deliver_due(client) == 0
     assert sim.calls == []
 
 
@@ -243,7 +208,7 @@ def test_a_scheduled_send_still_inside_the_window_goes_custom(
     assert sim.calls == []
 
     clock.advance(hours=2)
-    assert _deliver_due(client) == 1
+    assert deliver_due(client) == 1
     assert (message(client, answer["id"])["route"], len(sim.sent("whatsapp"))) == ("custom", 1)
 
 
@@ -272,7 +237,7 @@ def test_a_timed_out_send_is_held_unknown_and_settled_by_the_status_pushes(
     [sent] = sim.sent("whatsapp")  # the vendor has it, though we never heard so
     for _ in range(3):
         clock.advance(minutes=5)
-        assert _deliver_due(client) == 0
+        assert deliver_due(client) == 0
         _sweep(client)
     assert calls_to(sim, WA_CUSTOM) == 1 and len(sim.sent("whatsapp")) == 1
     assert message(client, answer["id"])["status"] == "unknown"
@@ -304,7 +269,7 @@ def test_a_timed_out_send_whose_pushes_came_during_the_call_is_settled_by_them(
                                                              sent["vendor_message_id"])
     assert [e["status"] for e in final["events"]] == ["sent", "delivered"]
     clock.advance(minutes=5)
-    assert _deliver_due(client) == 0
+    assert deliver_due(client) == 0
     assert calls_to(sim, WA_CUSTOM) == 1
 
 
@@ -339,11 +304,11 @@ def test_a_sender_that_died_mid_call_is_settled_by_the_pushes_that_came_meanwhil
     assert message(client, answer["id"])["status"] == "sending"
 
     clock.advance(minutes=3)
-    assert client.portal.call(sweeps.recover_stale, _sender(client)) == 1
+    assert client.portal.call(sweeps.recover_stale, sender_of(client)) == 1
 
     final = message(client, answer["id"])
     assert (final["status"], final["vendor_message_id"]) == ("delivered", "wamid.DIED")
-    assert _deliver_due(client) == 0
+    assert deliver_due(client) == 0
 
 
 # -- 3. transient failures, outages, business errors ---------------------------------------
@@ -359,16 +324,16 @@ def test_a_transient_vendor_error_is_retried_once_after_the_backoff(
 
     assert (answer["status"], answer["vendor_message_id"]) == ("queued", None)
     assert sim.sent("whatsapp") == []
-    assert _deliver_due(client) == 0  # not before the backoff
+    assert deliver_due(client) == 0  # not before the backoff
     clock.advance(seconds=3)  # the first backoff is 1-2 s
-    assert _deliver_due(client) == 1
+    assert deliver_due(client) == 1
 
     final = message(client, answer["id"])
     assert final["status"] == "accepted"
     [sent] = sim.sent("whatsapp")
     assert final["vendor_message_id"] == sent["vendor_message_id"]
     clock.advance(minutes=30)
-    assert _deliver_due(client) == 0
+    assert deliver_due(client) == 0
     assert calls_to(sim, WA_CUSTOM) == 2 and len(sim.sent("whatsapp")) == 1
 
 
@@ -389,13 +354,13 @@ def test_an_outage_over_several_rounds_ends_in_exactly_one_send(
 
     for _ in range(5):
         clock.advance(minutes=11)  # past the longest backoff (10 min)
-        assert _deliver_due(client) == 1
+        assert deliver_due(client) == 1
         assert message(client, answer["id"])["status"] == "queued"
     sim.down = False
     clock.advance(minutes=11)
-    assert _deliver_due(client) == 1
+    assert deliver_due(client) == 1
     clock.advance(minutes=11)
-    assert _deliver_due(client) == 0
+    assert deliver_due(client) == 0
 
     assert message(client, answer["id"])["status"] == "accepted"
     assert len(sim.sent(channel)) == 1
@@ -413,7 +378,7 @@ def test_a_malformed_answer_is_held_unknown_and_never_resent(
     assert answer["status"] == "unknown"
     for _ in range(3):
         clock.advance(minutes=11)
-        assert _deliver_due(client) == 0
+        assert deliver_due(client) == 0
         _sweep(client)
     assert calls_to(sim, WA_CUSTOM) == 1
     assert message(client, answer["id"])["status"] == "unknown"
@@ -429,7 +394,7 @@ def test_a_business_error_is_rejected_and_never_retried(
     assert (answer["status"], answer["failure"]["code"]) == ("rejected", "-68")
     for _ in range(3):
         clock.advance(minutes=11)
-        assert _deliver_due(client) == 0
+        assert deliver_due(client) == 0
         _sweep(client)
     assert calls_to(sim, WA_CUSTOM) == 1 and sim.sent("whatsapp") == []
     assert message(client, answer["id"])["status"] == "rejected"
@@ -446,7 +411,7 @@ def test_a_retry_after_the_window_closed_takes_the_fallback_or_is_refused(
     assert (answer["route"], answer["status"]) == ("custom", "queued")
 
     clock.advance(hours=25)
-    assert _deliver_due(client) == 1
+    assert deliver_due(client) == 1
 
     final = message(client, answer["id"])
     assert (final["status"], final["route"]) == (status, route)
@@ -567,7 +532,7 @@ def test_a_131047_failure_before_the_send_answer_still_resends_by_the_fallback(
     answer = send(client, fallback=["sms"]).json()
 
     assert (answer["status"], answer["failure"]["code"]) == ("failed", "131047")
-    assert _deliver_due(client) == 1
+    assert deliver_due(client) == 1
     assert [s["content"] for s in sim.sent("sms")] == ["Your order has shipped"]
 
 
@@ -583,7 +548,7 @@ def test_a_wecom_send_failure_that_arrives_before_the_send_answer_ends_failed(
     answer = response.json()
     assert (answer["status"], answer["failure"]["reason"]) == ("failed", "客户已删除")
     clock.advance(seconds=601)
-    client.portal.call(sweeps.confirm_wecom, _sender(client))
+    client.portal.call(sweeps.confirm_wecom, sender_of(client))
     assert message(client, answer["id"])["status"] == "failed"
 
 
@@ -605,7 +570,7 @@ def test_a_push_stored_as_an_orphan_while_the_answer_was_recorded_is_applied_by_
     assert message(client, answer["id"])["status"] == "accepted"
 
     clock.advance(seconds=30)
-    client.portal.call(sweeps.attach_stranded, _sender(client))
+    client.portal.call(sweeps.attach_stranded, sender_of(client))
 
     final = message(client, answer["id"])
     assert final["status"] == "delivered"

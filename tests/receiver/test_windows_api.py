@@ -145,3 +145,60 @@ def test_an_unknown_path_is_a_json_404(client: TestClient) -> None:
     response = client.get("/nope")
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
+
+
+@pytest.mark.parametrize("value", [
+    "%C2%B2",  # superscript two: str.isdigit() says yes, int() says no
+    "%D9%A1%D9%A0",  # Arabic-Indic "10"
+    "1" * 5000,  # over Python's int() digit limit
+    "0000001",  # seven digits: more than any bound here needs
+    "%2B10", "10.0", "1e2", "%2010", "10%0A",
+])
+@pytest.mark.parametrize("field", ["limit", "expiring_within"])
+def test_only_a_few_ascii_digits_are_a_whole_number(client: TestClient, auth: dict[str, str],
+                                                   field: str, value: str) -> None:
+    response = client.get(f"/v1/windows?{field}={value}", headers=auth)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == field
+    assert response.json()["error"] == "invalid_parameter"
+
+
+def test_six_ascii_digits_with_leading_zeros_are_a_whole_number(
+        client: TestClient, auth: dict[str, str]) -> None:
+    response = client.get("/v1/windows?limit=000010&expiring_within=003600", headers=auth)
+
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(("business", "recipient", "field"), [
+    (BUSINESS, f"{CUSTOMER}%0A", "recipient"),  # `$` would let a trailing newline by
+    (f"{BUSINESS}%0A", CUSTOMER, "business_phone"),
+    (BUSINESS, "%D9%A9%D9%A1%D9%A8%D9%A5%D9%A6%D9%A3%D9%A2%D9%A1%D9%A4%D9%A3%D9%A2",
+     "recipient"),  # 91856321432 in Arabic-Indic digits
+    (BUSINESS, "%EF%BC%99%EF%BC%91%EF%BC%98%EF%BC%95%EF%BC%96%EF%BC%93%EF%BC%92", "recipient"),
+    (BUSINESS, f"%2B%2B{CUSTOMER}", "recipient"),
+])
+def test_a_phone_is_ascii_digits_and_nothing_after(client: TestClient, auth: dict[str, str],
+                                                   business: str, recipient: str,
+                                                   field: str) -> None:
+    response = client.get(f"/v1/windows/whatsapp/{business}/{recipient}", headers=auth)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "invalid_phone"
+    assert response.json()["field"] == field
+
+
+def test_a_window_opened_by_a_push_with_a_plus_is_found_by_digits(
+        client: TestClient, clock: FakeClock, auth: dict[str, str]) -> None:
+    body = json.loads((DATA / "webhooks" / "itnio_wa_uplink_text.json").read_text())
+    body |= {"timestamp": int(clock.now.timestamp()), "businessPhone": f"+{BUSINESS}",
+             "from": {"phone": "+91 856-321-432", "name": "C"}}
+    assert client.post(WA, json=body).status_code == 200
+
+    for url in (WINDOW_URL, f"/v1/windows/whatsapp/%2B{BUSINESS}/%2B{CUSTOMER}"):
+        window = client.get(url, headers=auth).json()
+        assert window["open"] is True, url
+        assert (window["business_phone"], window["recipient"]) == (BUSINESS, CUSTOMER)
+    [listed] = client.get("/v1/windows", headers=auth).json()["windows"]
+    assert (listed["business_phone"], listed["recipient"]) == (BUSINESS, CUSTOMER)
