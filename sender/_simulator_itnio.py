@@ -48,7 +48,7 @@ GLOBAL_CODES = ("-16", "-32", "-22")
 TEMPLATE_CODES = ("-4", "-10", "-7")
 
 
-class _Reject(Exception):  # noqa: N818 - a vendor answer, not an error of ours
+class _Reject(Exception):
     def __init__(self, status: str, reason: str, **extra: Any) -> None:
         self.status, self.reason, self.extra = status, reason, extra
 

@@ -26,7 +26,7 @@ MSG_TYPES = {"text", "announcement", "picture", "link", "file", "program", "voic
              "card", "channel", "location", "emotionpic"}
 
 
-class _Refuse(Exception):  # noqa: N818 - a vendor answer, not an error of ours
+class _Refuse(Exception):
     def __init__(self, errcode: int, message: str) -> None:
         self.errcode, self.message = errcode, message
 

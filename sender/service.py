@@ -17,6 +17,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Engine
@@ -121,18 +122,19 @@ class Sender:
             try:
                 result = await self._call(call)
             except VendorRejected as exc:
-                await self.run(lambda s: self._refused(s, message_id, exc))
+                outcome = partial(self._refused, message_id=message_id, exc=exc)
             except (VendorUnavailable, NotConfigured) as exc:
-                await self.run(lambda s: self._retry_later(s, message_id, exc))
+                outcome = partial(self._retry_later, message_id=message_id, exc=exc)
             except OutcomeUnknown as exc:
-                await self.run(lambda s: self._unknown(s, message_id, exc))
+                outcome = partial(self._unknown, message_id=message_id, exc=exc)
             except Exception as exc:  # our bug or our configuration: nothing was sent
                 logger.exception("sending failed before the vendor was reached", extra={
                     "action": "message_send_error", "message_id": message_id})
                 error = NotConfigured("local", None, f"{type(exc).__name__}: {exc}")
-                await self.run(lambda s: self._retry_later(s, message_id, error))
+                outcome = partial(self._retry_later, message_id=message_id, exc=error)
             else:
-                await self.run(lambda s: self._accepted(s, message_id, result))
+                outcome = partial(self._accepted, message_id=message_id, result=result)
+            await self.run(outcome)
 
     def _prepare(self, session: Session, message_id: str) -> Call | None:
         """Decide the route if it waited for `send_at`; None if nothing is to be sent."""
@@ -217,9 +219,9 @@ class Sender:
     # -- recording the vendor's answer ---------------------------------------------------
 
     def _claimed(self, session: Session, message_id: str) -> OutboundMessage | None:
-        message = outbox.get(session, message_id, for_update=True)
-        # A status push may already have moved it on while we waited: keep that.
-        return message if message is not None and message.status == "sending" else message
+        # Locked; its status may no longer be `sending`: a status push may have moved it
+        # on while we waited for the vendor, and each recorder below keeps that.
+        return outbox.get(session, message_id, for_update=True)
 
     def _accepted(self, session: Session, message_id: str, result: Any) -> None:
         now = self.clock()

@@ -8,7 +8,6 @@ from sqlalchemy import case, func
 from sqlmodel import Session, col, select
 
 from store._dialect import insert
-
 from store.models import Template
 
 

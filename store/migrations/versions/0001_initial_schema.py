@@ -10,7 +10,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 import sqlmodel
 from alembic import op
-
 from sqlalchemy.dialects import postgresql
 
 import store.db
