@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from receiver import logging_setup
 from receiver.settings import Settings
 from store import db, keys, migrate
 
@@ -39,7 +40,15 @@ def _settings() -> Settings:
 
 @contextlib.contextmanager
 def _engine(settings: Settings) -> Iterator[Engine]:
-    """An engine for one command, its connections closed when the command ends."""
+    """An engine for one command, on a database brought up to date first (a fresh clone has
+    no tables before its first `serve`), its connections closed when the command ends."""
+    alembic_log = logging.getLogger("alembic")
+    level = alembic_log.level
+    alembic_log.setLevel(logging.WARNING)  # "Context impl …" on every command is noise
+    try:
+        _upgrade(settings)  # idempotent: nothing to do on an up-to-date database
+    finally:
+        alembic_log.setLevel(level)
     engine = db.make_engine(settings.database_url)
     try:
         yield engine
@@ -50,8 +59,7 @@ def _engine(settings: Settings) -> Iterator[Engine]:
 @click.group()
 def main() -> None:
     """replywindow: reply windows, routes and delivery outcomes between bots and vendors."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per vendor call is noise
+    logging_setup.configure()
 
 
 @main.command()
@@ -70,8 +78,10 @@ def serve(host: str, port: int, workers: int, migrate: bool) -> None:
     if "REPLYWINDOW_PUBLIC_URL" not in os.environ:
         shown_host = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1") else host
         os.environ["REPLYWINDOW_PUBLIC_URL"] = f"http://{shown_host}:{port}"
+    # The access log stays, masked: no webhook token, no whole phone number (logging_setup).
     uvicorn.run("receiver.app:app_from_env", factory=True, host=host, port=port,
-                workers=workers, proxy_headers=True, server_header=False)
+                workers=workers, proxy_headers=True, server_header=False,
+                log_config=logging_setup.uvicorn_log_config())
 
 
 def _upgrade(settings: Settings) -> None:

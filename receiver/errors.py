@@ -91,7 +91,9 @@ def _http_error(_request: Request, exc: Exception) -> Response:
 
 
 def _unexpected(_request: Request, exc: Exception) -> Response:
-    logger.exception("unexpected error", extra={"action": "unexpected_error"})
+    # Called by Starlette after the except block has ended: the exception is passed, not read
+    # from sys.exc_info() (which would log "NoneType: None").
+    logger.error("unexpected error", exc_info=exc, extra={"action": "unexpected_error"})
     return JSONResponse(
         {"error": "internal", "detail": "Something went wrong on our side; it was logged."},
         status_code=500,

@@ -9,6 +9,8 @@ from receiver import _lenient as L
 from receiver.events import ChatSeen, Event, Owner, StatusReported, TemplateChanged, Unhandled
 
 _FAILURE = re.compile(r"^\s*(-?\d+)\s*[:\uff1a\-]?\s*(.*)$", re.S)
+_PHONE_SPACING = re.compile(r"[\s\-().]")
+_DIGITS = re.compile(r"[0-9]+")
 WA_STATUSES = {"sent", "delivered", "read", "failed", "deleted"}
 
 
@@ -34,6 +36,20 @@ def _whatsapp_event(item: dict[str, Any]) -> Event:
     return Unhandled(kind=event_type or "unknown", owner=owner)
 
 
+def phone(value: str | None) -> str | None:
+    """'+91 856-321-432' -> '91856321432': digits only, as the windows API and the outbox key
+    phones. A value that isn't a phone number once spaced out is kept as sent."""
+    if value is None:
+        return None
+    digits = _PHONE_SPACING.sub("", value)
+    digits = digits[1:] if digits.startswith("+") else digits
+    return digits if _DIGITS.fullmatch(digits) else value
+
+
+def _required_phone(item: dict[str, Any], *path: str, what: str) -> str:
+    return phone(L.required(item, *path, what=what)) or ""
+
+
 def message_text(message: dict[str, Any]) -> str | None:
     """The words of an inbound message, whatever its type carries them in."""
     kind = L.text(message.get("type")) or ""
@@ -54,9 +70,9 @@ def message_text(message: dict[str, Any]) -> str | None:
 def _uplink(item: dict[str, Any], owner: Owner) -> ChatSeen:
     what = "An up-message-event"
     message_id = L.required(item, "messageId", what=what)
-    business = L.required(item, "businessPhone", what=what)
+    business = _required_phone(item, "businessPhone", what=what)
     sender = L.mapping(item.get("from"))
-    customer = L.required(item, "from", "phone", what=what)
+    customer = _required_phone(item, "from", "phone", what=what)
     message = L.mapping(item.get("message"))
     return ChatSeen(
         key=f"whatsapp:in:{business}:{message_id}",
@@ -102,8 +118,8 @@ def _wa_status(item: dict[str, Any], owner: Owner) -> StatusReported:
         billable=L.boolean(item.get("billable")),
         conversation_type=L.text(item.get("conversationType")),
         detail={
-            "from": L.text(item.get("from")) or L.text(item.get("form")),
-            "recipient": L.text(item.get("recipient")),
+            "from": phone(L.text(item.get("from")) or L.text(item.get("form"))),
+            "recipient": phone(L.text(item.get("recipient"))),
             "conversation_id": L.text(item.get("conversationId")),
             "conversation_expires_at": L.text(item.get("expiresAt")),
         },
@@ -157,7 +173,7 @@ def _sms_report(item: dict[str, Any], owner: Owner, msgid: str) -> StatusReporte
         failure_reason=None if delivered else reason,
         cost=L.mapping(item.get("pricedetail")) or None,
         detail={
-            "mobile": L.text(item.get("mobile")),
+            "mobile": phone(L.text(item.get("mobile"))),
             "mcc": L.text(item.get("mcc")),
             "mnc": L.text(item.get("mnc")) or L.text(item.get("mcn")),
         },
@@ -168,14 +184,14 @@ def _sms_inbound(item: dict[str, Any], owner: Owner, msgid: str | None) -> ChatS
     what = "An inbound SMS"
     if msgid is None:
         L.required(item, "msgid", what=what)
-    mobile = L.required(item, "mobile", what=what)
+    mobile = _required_phone(item, "mobile", what=what)
     content = L.text(item.get("content"))
     return ChatSeen(
         key=f"sms:in:{msgid}",
         owner=owner,
         channel="sms",
         direction="in",
-        account=L.text(item.get("sendid")) or "",
+        account=phone(L.text(item.get("sendid"))) or "",
         customer=mobile,
         vendor_message_id=str(msgid),
         msg_type="text",

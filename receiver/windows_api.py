@@ -18,7 +18,9 @@ from sender.window import WINDOW, open_since, window_state
 from store import conversations
 from store.models import Conversation
 
-PHONE = re.compile(r"^\+?\d{7,14}$")
+# ASCII digits only (\d also takes other scripts' digits), matched whole (`$` lets "\n" by).
+PHONE = re.compile(r"\+?[0-9]{7,14}")
+WHOLE_NUMBER = re.compile(r"[0-9]{1,6}")  # no bound here needs more; int() on more is slow
 MAX_LIMIT = 1000
 
 
@@ -27,7 +29,7 @@ def iso(value: datetime | None) -> str | None:
 
 
 def _phone(value: str, field: str) -> str:
-    if not PHONE.match(value):
+    if not PHONE.fullmatch(value):
         raise Invalid(f"{field} must be a phone number of 7 to 14 digits (country code first).",
                       code="invalid_phone", field=field)
     return value.lstrip("+")
@@ -37,7 +39,7 @@ def _int_param(request: Request, name: str, default: int, *, low: int, high: int
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not WHOLE_NUMBER.fullmatch(raw) or not low <= int(raw) <= high:
         raise Invalid(f"{name} must be a whole number from {low} to {high}.",
                       code="invalid_parameter", field=name)
     return int(raw)

@@ -1,0 +1,83 @@
+"""Logging for the entrypoint: handlers, levels, and the mask on uvicorn's access log.
+
+The access log keeps one line per request, but never the webhook token (the last segment of
+/webhooks/.../{token}) or a whole phone number (any run of 7+ digits keeps its last 4: …1432).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from typing import Any
+
+ACCESS_LOGGER = "uvicorn.access"
+WEBHOOK_ROUTES = ("itnio/whatsapp", "itnio/sms", "yzj")
+
+_WEBHOOK = re.compile(r"/webhooks/([^?#\s\"]*)")
+_LONG_NUMBER = re.compile(r"[0-9]{7,}")
+
+
+def _mask_webhook(match: re.Match[str]) -> str:
+    rest = match.group(1)
+    if rest in ("", *WEBHOOK_ROUTES):
+        return match.group(0)
+    for route in WEBHOOK_ROUTES:
+        if rest.startswith(route + "/"):
+            return f"/webhooks/{route}/***"
+    return "/webhooks/***"  # not a route we serve: whatever follows may still be the token
+
+
+def mask_path(text: str) -> str:
+    """'/webhooks/yzj/s3cret' -> '/webhooks/yzj/***'; '/v1/windows/whatsapp/91856321412/…'
+    -> '/v1/windows/whatsapp/…1412/…'."""
+    text = _WEBHOOK.sub(_mask_webhook, text)
+    return _LONG_NUMBER.sub(lambda m: "…" + m.group(0)[-4:], text)
+
+
+def _masked(value: Any) -> Any:
+    return mask_path(value) if isinstance(value, str) else value
+
+
+class AccessLogMask(logging.Filter):
+    """Masks tokens and phone numbers in a record's message and arguments; drops nothing.
+
+    uvicorn's AccessFormatter unpacks `record.args` (client, method, path, version, status),
+    so the arguments keep their shape and only strings change.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = _masked(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_masked(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {key: _masked(arg) for key, arg in record.args.items()}
+        return True
+
+
+def install(logger_name: str = ACCESS_LOGGER) -> None:
+    """Put the mask on `logger_name` in this process (once)."""
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(existing, AccessLogMask) for existing in logger.filters):
+        logger.addFilter(AccessLogMask())
+
+
+def uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's own logging config plus the mask, for `uvicorn.run(log_config=...)`: applied
+    in every worker process, and after uvicorn has configured its loggers."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["access_mask"] = {
+        "()": f"{__name__}.{AccessLogMask.__name__}"}
+    access = config["loggers"].setdefault(ACCESS_LOGGER, {})
+    access["filters"] = [*access.get("filters", []), "access_mask"]
+    return config
+
+
+def configure() -> None:
+    """The command's logging: INFO to stderr, vendor-call noise off, the access log masked."""
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per vendor call is noise
+    install()
