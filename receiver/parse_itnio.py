@@ -101,10 +101,14 @@ def split_failure(failure: Any) -> tuple[str | None, str | None]:
     return None, raw
 
 
-def _wa_status(item: dict[str, Any], owner: Owner) -> StatusReported:
+def _wa_status(item: dict[str, Any], owner: Owner) -> StatusReported | Unhandled:
     what = "A message-status-event"
     message_id = L.required(item, "messageId", what=what)
     status = (L.required(item, "status", what=what)).lower()
+    if status not in WA_STATUSES:
+        # A status the vendor never documented: kept in the archive, applied to nothing
+        # (a replay picks it up once the parser knows it).
+        return Unhandled(kind="message-status-event", owner=owner)
     code, reason = split_failure(item.get("failure")) if status == "failed" else (None, None)
     return StatusReported(
         key=f"whatsapp:status:{message_id}:{status}",

@@ -793,3 +793,12 @@ def test_a_blank_phone_is_still_wrong_shape(blank: Any) -> None:
         parse_whatsapp(body(uplink({"type": "text"}, businessPhone=blank)))
 
     assert caught.value.code == "wrong_shape"
+
+
+def test_an_undocumented_whatsapp_status_is_kept_but_not_applied() -> None:
+    from receiver.events import Unhandled
+    from receiver.parse_itnio import parse_whatsapp
+
+    body = json.loads((WEBHOOKS / "itnio_wa_status_delivered.json").read_text())
+    [event] = parse_whatsapp(json.dumps(body | {"status": "pending-review"}).encode())
+    assert isinstance(event, Unhandled)
