@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Index, LargeBinary, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -215,6 +215,33 @@ class StatusEvent(SQLModel, table=True):
     failure_reason: str | None = None
     detail: dict[str, Any] = Field(default_factory=dict, sa_type=Json)
     inbox_body_id: int | None = Field(default=None, foreign_key="inbox_bodies.id")
+
+
+class Event(SQLModel, table=True):
+    """Something a bot hears about, in the transaction that made it happen. The feed's cursor
+    is (txid, id): on PostgreSQL ids are not handed out in commit order, transaction ids of
+    finished transactions are (see store/events.py)."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_cursor", "txid", "id"),
+        Index("ix_events_push", "push_state", "next_push_at"),
+        Index("ix_events_conversation", "conversation_key", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    txid: int = Field(default=0, sa_type=BigInteger)
+    kind: str = Field(max_length=32)  # message.inbound, message.status, message.route, ...
+    account: str = Field(max_length=64)
+    conversation_key: str = Field(max_length=160)  # channel:account:customer, for push order
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=Json)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    # off (no bot URL when it happened) | pending | delivered | dead
+    push_state: str = Field(default="off", max_length=16)
+    push_attempts: int = 0
+    next_push_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    pushed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    push_error: str | None = None
 
 
 class ApiKey(SQLModel, table=True):
