@@ -5,70 +5,34 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import Engine, text
-from sqlmodel import Session
+from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from receiver import messages_api, webhooks, windows_api
+from receiver import events_api, messages_api, webhooks, windows_api
 from receiver.errors import exception_handlers
+from receiver.identity import announce, resolve_bot_secret, resolve_webhook_token
 from receiver.ingest import Ingestor
+from receiver.notifier import Notifier
 from receiver.parsers import parsers
 from receiver.runtime import Clock, Runtime, utcnow
 from receiver.settings import Settings
 from sender import jobs
 from sender.itnio import ItnioClient
+from sender.push import BotPusher
 from sender.service import Sender
 from sender.yzj import YzjClient
 from store import db
-from store import secrets as stored_secrets
 
 logger = logging.getLogger(__name__)
-
-WEBHOOK_PATHS = {
-    "ITNIO WhatsApp": "/webhooks/itnio/whatsapp/{token}",
-    "ITNIO SMS": "/webhooks/itnio/sms/{token}",
-    "云真机 WeCom": "/webhooks/yzj/{token}",
-}
-
-
-def webhook_urls(public_url: str, token: str) -> dict[str, str]:
-    base = public_url.rstrip("/")
-    return {name: base + path.format(token=token) for name, path in WEBHOOK_PATHS.items()}
-
-
-def resolve_webhook_token(settings: Settings, engine: Engine, clock: Clock) -> tuple[str, bool]:
-    """The configured token, else the stored one (made on first start); and whether it was
-    made just now."""
-    if settings.webhook_token is not None:
-        return settings.webhook_token.get_secret_value(), False
-    with Session(db.writer(engine)) as session, session.begin():
-        return stored_secrets.get_or_create(
-            session, name="webhook_token", make=lambda: secrets.token_urlsafe(24), now=clock()
-        )
-
-
-def _announce(settings: Settings, token: str, *, generated: bool) -> None:
-    shown = token if generated else token[:4] + "…"
-    lines = ["replywindow: vendor webhook URLs" + ("" if generated else
-             " (token hidden; `replywindow urls` prints it)") + ":"]
-    lines += [f"  POST {url}   ({name})" for name, url in
-              webhook_urls(settings.public_url, shown).items()]
-    if generated:
-        lines.append("  (REPLYWINDOW_WEBHOOK_TOKEN was unset: this token was generated and "
-                     "stored; it stays the same on later starts)")
-    print("\n".join(lines), file=sys.stderr, flush=True)
-
 
 async def healthz(_request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
@@ -110,17 +74,26 @@ def yzj_client(settings: Settings, http: httpx.AsyncClient, clock: Clock) -> Yzj
                      app_secret=settings.yzj_app_secret.get_secret_value(), clock=clock)
 
 
+BOT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+
+
 def create_app(settings: Settings, *, clock: Clock = utcnow,
-               vendor_transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
-    """The app. `vendor_transport` replaces the network for vendor calls (tests, the demo)."""
+               vendor_transport: httpx.AsyncBaseTransport | None = None,
+               bot_transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+    """The app. `vendor_transport` / `bot_transport` replace the network for vendor calls
+    and for pushes to the bot (tests, the demo)."""
     read = parsers(settings)  # decodes the 云真机 key now: a bad key fails at start
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:
         engine = db.make_engine(settings.database_url)
         token, generated = await run_in_threadpool(resolve_webhook_token, settings, engine, clock)
-        _announce(settings, token, generated=generated)
-        ingestor = Ingestor(engine, settings, clock)
+        bot_secret, secret_made = await run_in_threadpool(resolve_bot_secret, settings, engine,
+                                                          clock)
+        announce(settings, token, generated=generated, bot_secret=bot_secret,
+                 secret_generated=secret_made)
+        notifier = Notifier()
+        ingestor = Ingestor(engine, settings, clock, on_commit=notifier.notify)
         await ingestor.start()
         scheduler = AsyncIOScheduler(timezone="UTC")
         timeout = httpx.Timeout(settings.vendor_timeout_seconds,
@@ -129,16 +102,22 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
                                      transport=vendor_transport) as http:
             sender = Sender(engine, itnio=itnio_client(settings, http, clock),
                             yzj=yzj_client(settings, http, clock),
-                            config=settings.send_config(), clock=clock)
+                            config=settings.send_config(), clock=clock,
+                            on_commit=notifier.notify)
+            bot_http = httpx.AsyncClient(timeout=BOT_TIMEOUT, transport=bot_transport)
+            pusher = (BotPusher(engine, url=settings.bot_webhook_url, secret=bot_secret,
+                                http=bot_http, clock=clock)
+                      if settings.bot_webhook_url else None)
             runtime = Runtime(settings=settings, engine=engine, ingestor=ingestor, http=http,
                               scheduler=scheduler, clock=clock, webhook_token=token,
-                              parsers=read, sender=sender)
+                              parsers=read, sender=sender, notifier=notifier, pusher=pusher)
             if settings.run_scheduler:
-                jobs.schedule(scheduler, sender)
+                jobs.schedule(scheduler, sender, pusher)
                 scheduler.start()
             try:
                 yield {"runtime": runtime}
             finally:
+                await bot_http.aclose()
                 if scheduler.running:
                     scheduler.shutdown(wait=False)
                 for attempt in list(runtime.background):
@@ -152,6 +131,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
         *webhooks.routes,
         *windows_api.routes,
         *messages_api.routes,
+        *events_api.routes,
     ]
     return Starlette(routes=routes, lifespan=lifespan,
                      exception_handlers=exception_handlers)  # type: ignore[arg-type]

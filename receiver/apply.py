@@ -12,6 +12,7 @@ from sqlmodel import Session
 
 from receiver.events import ChatSeen, Event, Owner, StatusReported, TemplateChanged, Unhandled
 from receiver.settings import Settings
+from sender import events as bot_events
 from sender import outcomes, policy
 from sender.outcomes import SendConfig
 from sender.window import inbound_time
@@ -75,7 +76,8 @@ def apply_events(session: Session, *, events: list[Event], inbox_body_id: int | 
 def _apply(session: Session, event: Event, *, inbox_body_id: int | None,
            received_at: datetime, config: SendConfig, now: datetime) -> None:
     if isinstance(event, ChatSeen):
-        _apply_chat(session, event, inbox_body_id=inbox_body_id, received_at=received_at, now=now)
+        _apply_chat(session, event, inbox_body_id=inbox_body_id, received_at=received_at,
+                    push=config.push_events, now=now)
     elif isinstance(event, StatusReported):
         _apply_status(session, event, inbox_body_id=inbox_body_id, received_at=received_at,
                       config=config, now=now)
@@ -88,7 +90,7 @@ def _apply(session: Session, event: Event, *, inbox_body_id: int | None,
 
 
 def _apply_chat(session: Session, event: ChatSeen, *, inbox_body_id: int | None,
-                received_at: datetime, now: datetime) -> None:
+                received_at: datetime, push: bool, now: datetime) -> None:
     # A timestamp in the future is clamped to when we received the message.
     at = inbound_time(event.sent_at, received_at=received_at)
     if event.direction == "in":
@@ -99,6 +101,10 @@ def _apply_chat(session: Session, event: ChatSeen, *, inbox_body_id: int | None,
         )
         if event.channel in ("whatsapp", "sms"):
             _record_opt_choice(session, event, at=at)
+        bot_events.inbound(session, channel=event.channel, account=event.account,
+                           customer=event.customer, message_id=event.vendor_message_id,
+                           msg_type=event.msg_type, text=event.text, content=event.content,
+                           sent_at=at, customer_name=event.customer_name, now=now, push=push)
     else:
         conversation_id = conversations.record_outbound(
             session, channel=event.channel, account=event.account, customer=event.customer,

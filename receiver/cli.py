@@ -103,7 +103,7 @@ def db_upgrade() -> None:
 @main.command()
 def urls() -> None:
     """Print the webhook URLs to give each vendor (with the secret token)."""
-    from receiver.app import resolve_webhook_token, webhook_urls
+    from receiver.identity import resolve_webhook_token, webhook_urls
 
     settings = _settings()
     with _engine(settings) as engine:

@@ -102,9 +102,10 @@ def store_batch(session: Session, items: list[Received], *, settings: Settings,
 
 
 class Ingestor:
-    def __init__(self, engine: Engine, settings: Settings,
-                 clock: Callable[[], datetime]) -> None:
+    def __init__(self, engine: Engine, settings: Settings, clock: Callable[[], datetime], *,
+                 on_commit: Callable[[], None] | None = None) -> None:
         self._engine = db.writer(engine)
+        self._on_commit = on_commit
         self._settings = settings
         self._clock = clock
         self._queue: asyncio.Queue[tuple[Received, asyncio.Future[str]] | None] = asyncio.Queue()
@@ -175,6 +176,8 @@ class Ingestor:
         for (_, future), state in zip(batch, states, strict=True):
             if not future.done():
                 future.set_result(state)
+        if self._on_commit is not None:
+            self._on_commit()
 
     def _write(self, items: list[Received]) -> list[str]:
         for attempt in range(1, ATTEMPTS + 1):

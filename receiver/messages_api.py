@@ -23,6 +23,7 @@ from receiver.errors import ApiError, BadPayload, Invalid, NotFound, PayloadTooL
 from receiver.runtime import Runtime
 from receiver.settings import MAX_BODY_BYTES
 from receiver.windows_api import iso, window_body
+from sender import events as bot_events
 from sender import outcomes, policy, validate
 from sender.validate import ValidationFailed
 from store import conversations, db, messages, outbox, templates
@@ -206,9 +207,13 @@ def _submit_once(runtime: Runtime, caller: Caller, body: dict[str, Any],
             answer = {"error": reason, "detail": _REFUSALS.get(reason, reason), **answer,
                       "_status": status}
             message.first_answer = answer
+            bot_events.message_event(session, "message.refused", message, now=now,
+                                     push=config.push_events, reason=reason)
             return message.id, answer, status
         message.route, message.fallback_reason = decision.route, decision.reason
         session.add(message)
+        bot_events.message_event(session, "message.route", message, now=now,
+                                 push=config.push_events)
         return message.id, None, 202
 
 

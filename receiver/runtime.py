@@ -12,8 +12,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine
 
 from receiver.ingest import Ingestor
+from receiver.notifier import Notifier
 from receiver.parsers import Parser
 from receiver.settings import Settings
+from sender.push import BotPusher
 from sender.service import Sender
 
 Clock = Callable[[], datetime]
@@ -34,6 +36,8 @@ class Runtime:
     webhook_token: str
     parsers: dict[tuple[str, str], Parser]
     sender: Sender | None = None
+    notifier: Notifier = field(default_factory=Notifier)
+    pusher: BotPusher | None = None
     # Vendor calls that outlive the request that started them (kept so they are not lost).
     background: set[asyncio.Future[None]] = field(default_factory=set)
 

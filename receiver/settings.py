@@ -42,6 +42,9 @@ class Settings(BaseSettings):
 
     # How long a vendor call may take; past it a WhatsApp send is held as unknown.
     vendor_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # An open WhatsApp window with an unanswered inbound message, closing within this long,
+    # is announced to the bot once (window.expiring).
+    window_expiring_seconds: int = Field(default=3600, ge=60, le=24 * 3600)
     # How fast one WeCom staff account may send (spread with delayed_time).
     wecom_messages_per_minute: int = Field(default=20, ge=1, le=600)
 
@@ -75,6 +78,8 @@ class Settings(BaseSettings):
             fallback_template=SendConfig.parse_fallback(self.fallback_template),
             wecom_confirm=timedelta(seconds=self.wecom_confirm_seconds),
             wecom_gap=timedelta(seconds=60 / self.wecom_messages_per_minute),
+            push_events=bool(self.bot_webhook_url),
+            expiring_warning=timedelta(seconds=self.window_expiring_seconds),
         )
 
     def is_yzj_account_configured(self, wxid: str | None) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlmodel import Session
 
+from sender import events as bot_events
 from sender import policy
 from sender import status as status_rules
 from sender.validate import count_variables
@@ -32,6 +33,10 @@ class SendConfig:
     fallback_template: tuple[str, str] | None = None
     wecom_confirm: timedelta = timedelta(seconds=600)
     wecom_gap: timedelta = timedelta(seconds=3)  # 60 s / the staff account's messages a minute
+    # Whether events are queued for the bot's webhook (REPLYWINDOW_BOT_WEBHOOK_URL is set).
+    push_events: bool = False
+    # An unanswered open window closing within this long is announced (window.expiring).
+    expiring_warning: timedelta = timedelta(hours=1)
 
     @staticmethod
     def parse_fallback(value: str | None) -> tuple[str, str] | None:
@@ -91,9 +96,11 @@ def send_request(message: OutboundMessage) -> policy.SendRequest:
 
 
 def record_status(session: Session, message: OutboundMessage, *, status: str, at: datetime,
-                  failure_code: str | None = None, failure_reason: str | None = None,
+                  config: SendConfig, failure_code: str | None = None,
+                  failure_reason: str | None = None,
                   billable: bool | None = None, conversation_type: str | None = None,
                   cost: dict[str, Any] | None = None) -> status_rules.Transition:
+    previous = message.status
     transition = status_rules.advance(message.status, status, at=at,
                                       stamped=messages.stamped_statuses(message))
     messages.set_status(message, status=transition.status, stamps=transition.stamps,
@@ -105,6 +112,9 @@ def record_status(session: Session, message: OutboundMessage, *, status: str, at
     message.conversation_type = conversation_type or message.conversation_type
     message.cost = cost or message.cost
     session.add(message)
+    if message.status != previous or transition.flagged:
+        bot_events.message_event(session, "message.status", message, now=at, push=config.push_events,
+                                 previous=previous, at=bot_events.iso(at))
     return transition
 
 
@@ -113,7 +123,7 @@ def apply_event(session: Session, message: OutboundMessage, event: StatusEvent, 
     """Apply a stored status event to its message, and what follows from a failure."""
     detail = event.detail or {}
     transition = record_status(
-        session, message, status=event.status, at=event.occurred_at,
+        session, message, status=event.status, at=event.occurred_at, config=config,
         failure_code=event.failure_code, failure_reason=event.failure_reason,
         billable=detail.get("billable"), conversation_type=detail.get("conversation_type"),
         cost=detail.get("cost"),
@@ -152,6 +162,8 @@ def after_failure(session: Session, message: OutboundMessage, *, code: str | Non
     )
     resend.client_ref = resend.id
     session.add(resend)
+    bot_events.message_event(session, "message.fallback", resend, now=now,
+                             push=config.push_events)
     logger.info("custom message refused for a closed window; re-sent by fallback",
                 extra={"action": "fallback_resend", "message_id": message.id,
                        "resend_id": resend.id, "route": decision.route})

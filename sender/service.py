@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from sender import events as bot_events
 from sender import outcomes, pacing, policy
 from sender.errors import OutcomeUnknown, VendorError, VendorRejected, VendorUnavailable
 from sender.itnio import ItnioClient, SmsItem
@@ -67,7 +68,9 @@ class NotConfigured(VendorError):
 
 class Sender:
     def __init__(self, engine: Engine, *, itnio: ItnioClient | None, yzj: YzjClient | None,
-                 config: SendConfig, clock: Callable[[], datetime], concurrency: int = 32) -> None:
+                 config: SendConfig, clock: Callable[[], datetime], concurrency: int = 32,
+                 on_commit: Callable[[], None] | None = None) -> None:
+        self._on_commit = on_commit
         self._engine = writer(engine)
         self.itnio = itnio
         self.yzj = yzj
@@ -83,7 +86,10 @@ class Sender:
 
     async def run(self, work: Callable[[Session], Any]) -> Any:
         """Run `work(session)` in one transaction, in a thread (the session is sync)."""
-        return await asyncio.to_thread(self._tx, work)
+        result = await asyncio.to_thread(self._tx, work)
+        if self._on_commit is not None:
+            self._on_commit()
+        return result
 
     # -- claiming ------------------------------------------------------------------------
 
@@ -154,20 +160,26 @@ class Sender:
                                                margin=self.config.margin, after_custom_failed=True)
             if decision.refused:
                 outcomes.record_status(session, message, status="rejected", at=self.clock(),
+                                       config=self.config,
                                        failure_code=decision.reason,
                                        failure_reason="refused before sending")
                 return None
             message.route = decision.route
             message.fallback_reason = message.fallback_reason or decision.reason
+            bot_events.message_event(session, "message.route", message, now=self.clock(),
+                                     push=self.config.push_events)
         elif message.route == "custom" and decision.route != "custom" and message.channel == "whatsapp":
             # The window closed between the POST and now: never spend a call the vendor
             # would refuse; take the fallback the request allowed, or refuse.
             if decision.refused:
                 outcomes.record_status(session, message, status="rejected", at=self.clock(),
+                                       config=self.config,
                                        failure_code=decision.reason,
                                        failure_reason="the window closed before sending")
                 return None
             message.route, message.fallback_reason = decision.route, decision.reason
+            bot_events.message_event(session, "message.route", message, now=self.clock(),
+                                     push=self.config.push_events)
         session.add(message)
         delays: tuple[int, ...] = ()
         if message.channel == "wecom":
@@ -244,10 +256,10 @@ class Sender:
         if message.status == "sending":
             message.status = "queued"  # so the transition below is measured from the start
         if refused is not None:
-            outcomes.record_status(session, message, status="rejected", at=now,
+            outcomes.record_status(session, message, status="rejected", at=now, config=self.config,
                                    failure_code="refused", failure_reason=refused)
             return
-        outcomes.record_status(session, message, status="accepted", at=now)
+        outcomes.record_status(session, message, status="accepted", at=now, config=self.config)
         conversations.record_outbound(session, channel=message.channel, account=message.account,
                                       customer=message.recipient, message_at=now, now=now)
         outcomes.attach_orphans(session, message, config=self.config, now=now)
@@ -261,7 +273,7 @@ class Sender:
             return
         if message.status == "sending":
             message.status = "queued"
-        outcomes.record_status(session, message, status="rejected", at=now,
+        outcomes.record_status(session, message, status="rejected", at=now, config=self.config,
                                failure_code=exc.code, failure_reason=exc.meaning)
         outcomes.after_failure(session, message, code=exc.code, config=self.config, now=now)
         logger.info("vendor refused the message", extra={

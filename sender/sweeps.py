@@ -8,10 +8,12 @@ from datetime import timedelta
 
 from sqlmodel import Session, func, select
 
+from sender import events as bot_events
 from sender import outcomes
 from sender.errors import VendorError
 from sender.service import LEASE, Sender
-from store import messages, outbox
+from sender.window import open_since, window_state
+from store import conversations, inbox, messages, outbox
 from store.models import StatusEvent, Template
 
 logger = logging.getLogger(__name__)
@@ -67,7 +69,7 @@ async def confirm_wecom(sender: Sender) -> int:
             echoes = session.exec(select(func.count()).select_from(StatusEvent).where(
                 StatusEvent.message_id == row.id, StatusEvent.status == "sent")).one()
             if echoes >= parts:
-                outcomes.record_status(session, row, status="delivered", at=now)
+                outcomes.record_status(session, row, status="delivered", at=now, config=sender.config)
                 confirmed += 1
         return confirmed
 
@@ -84,7 +86,7 @@ async def expire_old(sender: Sender) -> int:
         for row in rows:
             if row.status in ("queued", "sending", "unknown"):
                 row.status = "queued"  # measured from the start, like any first outcome
-            outcomes.record_status(session, row, status="expired", at=now)
+            outcomes.record_status(session, row, status="expired", at=now, config=sender.config)
         return len(rows)
 
     return int(await sender.run(work))
@@ -169,3 +171,32 @@ async def refresh_yzj_token(sender: Sender) -> None:
                            extra={"action": "yzj_token_failed", "vendor_code": exc.code})
 
 
+
+
+async def announce_expiring(sender: Sender) -> int:
+    """window.expiring, once per inbound message: an open window whose last inbound message
+    has no reply yet closes within the warning time."""
+    now = sender.clock()
+    config = sender.config
+    after = open_since(now=now, margin=config.margin)
+
+    def work(session: Session) -> int:
+        announced = 0
+        for row in conversations.by_last_inbound(session, after=after,
+                                                 until=after + config.expiring_warning,
+                                                 unanswered=True, accounts=None, limit=500):
+            key = f"window.expiring:{row.id}:{row.last_inbound_message_id}"
+            if not inbox.claim_key(session, key=key, inbox_body_id=None, now=now):
+                continue
+            state = window_state(row.last_inbound_at, now=now, margin=config.margin)
+            bot_events.emit(session, "window.expiring", channel="whatsapp", account=row.account,
+                            customer=row.customer, now=now, push=config.push_events, data={
+                                "last_inbound_at": bot_events.iso(state.last_inbound_at),
+                                "last_inbound_message_id": row.last_inbound_message_id,
+                                "expires_at": bot_events.iso(state.expires_at),
+                                "closes_at": bot_events.iso(state.closes_at),
+                                "seconds_left": state.seconds_left})
+            announced += 1
+        return announced
+
+    return int(await sender.run(work))

@@ -494,7 +494,8 @@ def test_an_orphan_status_push_is_applied_once_its_message_names_the_id(
         row = outbox.get(session, answer["id"], for_update=True)
         assert row is not None
         row.vendor_message_id = "wamid.EARLY"
-        outcomes.record_status(session, row, status="accepted", at=clock.now)
+        outcomes.record_status(session, row, status="accepted", at=clock.now,
+                               config=sender_of(client).config)
         applied = outcomes.attach_orphans(session, row, config=settings.send_config(),
                                           now=clock.now)
     assert applied == 1
@@ -566,7 +567,8 @@ def test_a_push_stored_as_an_orphan_while_the_answer_was_recorded_is_applied_by_
         row = outbox.get(session, answer["id"], for_update=True)
         assert row is not None
         row.vendor_message_id = "wamid.RACE"
-        outcomes.record_status(session, row, status="accepted", at=clock.now)
+        outcomes.record_status(session, row, status="accepted", at=clock.now,
+                               config=sender_of(client).config)
     assert message(client, answer["id"])["status"] == "accepted"
 
     clock.advance(seconds=30)
