@@ -21,6 +21,8 @@ from receiver import events_api, messages_api, webhooks, windows_api
 from receiver.errors import exception_handlers
 from receiver.identity import announce, resolve_bot_secret, resolve_webhook_token
 from receiver.ingest import Ingestor
+from receiver.metrics import ErrorCountingTransport, Metrics
+from receiver.metrics import route as metrics_route
 from receiver.notifier import Notifier
 from receiver.parsers import parsers
 from receiver.runtime import Clock, Runtime, utcnow
@@ -93,13 +95,18 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
         announce(settings, token, generated=generated, bot_secret=bot_secret,
                  secret_generated=secret_made)
         notifier = Notifier()
+        metrics = Metrics(engine, clock)
+        yzj_host = httpx.URL(settings.yzj_base_url).host
         ingestor = Ingestor(engine, settings, clock, on_commit=notifier.notify)
         await ingestor.start()
         scheduler = AsyncIOScheduler(timezone="UTC")
         timeout = httpx.Timeout(settings.vendor_timeout_seconds,
                                 connect=min(5.0, settings.vendor_timeout_seconds))
-        async with httpx.AsyncClient(timeout=timeout, limits=VENDOR_LIMITS,
-                                     transport=vendor_transport) as http:
+        vendor_of = lambda url: "yzj" if url.host == yzj_host else "itnio"  # noqa: E731
+        transport = ErrorCountingTransport(
+            vendor_transport or httpx.AsyncHTTPTransport(limits=VENDOR_LIMITS), metrics, vendor_of)
+        async with httpx.AsyncClient(timeout=timeout, transport=transport,
+                                     event_hooks=metrics.vendor_event_hooks(vendor_of)) as http:
             sender = Sender(engine, itnio=itnio_client(settings, http, clock),
                             yzj=yzj_client(settings, http, clock),
                             config=settings.send_config(), clock=clock,
@@ -110,7 +117,8 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
                       if settings.bot_webhook_url else None)
             runtime = Runtime(settings=settings, engine=engine, ingestor=ingestor, http=http,
                               scheduler=scheduler, clock=clock, webhook_token=token,
-                              parsers=read, sender=sender, notifier=notifier, pusher=pusher)
+                              parsers=read, sender=sender, notifier=notifier, pusher=pusher,
+                              metrics=metrics)
             if settings.run_scheduler:
                 jobs.schedule(scheduler, sender, pusher)
                 scheduler.start()
@@ -132,6 +140,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
         *windows_api.routes,
         *messages_api.routes,
         *events_api.routes,
+        metrics_route,
     ]
     return Starlette(routes=routes, lifespan=lifespan,
                      exception_handlers=exception_handlers)  # type: ignore[arg-type]

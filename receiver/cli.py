@@ -265,3 +265,20 @@ def templates_add(path: str) -> None:
     click.echo(json.dumps(answer, ensure_ascii=False))
     click.echo("submitted; its status arrives by template-status-event and `templates sync`",
                err=True)
+
+
+@main.group("events")
+def events_group() -> None:
+    """Events for the bot."""
+
+
+@events_group.command("revive")
+def events_revive() -> None:
+    """Give dead-lettered pushes to the bot another day of retries."""
+    from store import events as store_events
+
+    settings = _settings()
+    with _engine(settings) as engine:
+        with Session(db.writer(engine)) as session, session.begin():
+            count = store_events.revive_dead(session, now=_now())
+    click.echo(f"{count} dead events queued for the bot again")

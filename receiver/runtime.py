@@ -12,6 +12,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine
 
 from receiver.ingest import Ingestor
+from receiver.metrics import Metrics
 from receiver.notifier import Notifier
 from receiver.parsers import Parser
 from receiver.settings import Settings
@@ -38,6 +39,7 @@ class Runtime:
     sender: Sender | None = None
     notifier: Notifier = field(default_factory=Notifier)
     pusher: BotPusher | None = None
+    metrics: Metrics | None = None
     # Vendor calls that outlive the request that started them (kept so they are not lost).
     background: set[asyncio.Future[None]] = field(default_factory=set)
 

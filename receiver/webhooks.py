@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from receiver.errors import BadPayload, NotFound, PayloadTooLarge
+from receiver.errors import BadPayload, NotFound, PayloadTooLarge, Unavailable
 from receiver.ingest import Received
 from receiver.runtime import Runtime
 from receiver.settings import MAX_BODY_BYTES
@@ -56,30 +57,43 @@ async def _read_body(request: Request) -> tuple[bytes, bool]:
 async def _ingest(request: Request, *, vendor: str, route: str, ack: bytes) -> Response:
     runtime: Runtime = request.state.runtime
     parse = runtime.parsers[(vendor, route)]
-    _check_token(request, runtime)
-    received_at = runtime.clock()
-    body, too_large = await _read_body(request)
-    item = Received(vendor=vendor, route=route, received_at=received_at,
-                    headers=_headers(request), body=body)
-    timeout = STORE_TIMEOUT[route]
-    if too_large:
-        item.error_code, item.error_detail = "payload_too_large", "over 1 MiB; first MiB kept"
-        await runtime.ingestor.submit(item, timeout=timeout)
-        raise PayloadTooLarge("The body is over 1 MiB.")
+    started = time.perf_counter()
+    outcome = "bad_token"  # for /metrics: the stored body's state, or why none was stored
     try:
-        item.events = parse(body)
-    except BadPayload as exc:
-        item.error_code, item.error_detail = exc.code, exc.detail
-        await runtime.ingestor.submit(item, timeout=timeout)
+        _check_token(request, runtime)
+        outcome = "error"
+        received_at = runtime.clock()
+        body, too_large = await _read_body(request)
+        item = Received(vendor=vendor, route=route, received_at=received_at,
+                        headers=_headers(request), body=body)
+        timeout = STORE_TIMEOUT[route]
+        if too_large:
+            item.error_code, item.error_detail = "payload_too_large", "over 1 MiB; first MiB kept"
+            await runtime.ingestor.submit(item, timeout=timeout)
+            outcome = "too_large"
+            raise PayloadTooLarge("The body is over 1 MiB.")
+        try:
+            item.events = parse(body)
+        except BadPayload as exc:
+            item.error_code, item.error_detail = exc.code, exc.detail
+            outcome = await runtime.ingestor.submit(item, timeout=timeout)
+            raise
+        except Exception as exc:  # our bug, not the vendor's: keep the body and acknowledge it
+            logger.exception("parser failed; body stored for replay",
+                             extra={"action": "webhook_parser_failed", "route": route})
+            item.parser_failure = f"{type(exc).__name__}: {exc}"[:2000]
+        outcome = await runtime.ingestor.submit(item, timeout=timeout)
+        if outcome == "unstorable":
+            raise BadPayload("The body holds values the store refuses; it was quarantined.",
+                             code="unstorable")
+        return Response(ack, media_type="application/json")
+    except Unavailable:
+        outcome = "unavailable"
         raise
-    except Exception as exc:  # our bug, not the vendor's: keep the body and acknowledge it
-        logger.exception("parser failed; body stored for replay",
-                         extra={"action": "webhook_parser_failed", "route": route})
-        item.parser_failure = f"{type(exc).__name__}: {exc}"[:2000]
-    if await runtime.ingestor.submit(item, timeout=timeout) == "unstorable":
-        raise BadPayload("The body holds values the store refuses; it was quarantined.",
-                         code="unstorable")
-    return Response(ack, media_type="application/json")
+    finally:
+        metrics = getattr(runtime, "metrics", None)
+        if metrics is not None:
+            metrics.webhook(vendor, route, outcome, time.perf_counter() - started)
 
 
 async def itnio_whatsapp(request: Request) -> Response:
