@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from receiver import events_api, messages_api, webhooks, windows_api
+from receiver import events_api, messages_api, reports_api, webhooks, windows_api
 from receiver.errors import exception_handlers
 from receiver.identity import announce, resolve_bot_secret, resolve_webhook_token
 from receiver.ingest import Ingestor
@@ -140,6 +140,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
         *windows_api.routes,
         *messages_api.routes,
         *events_api.routes,
+        *reports_api.routes,
         metrics_route,
     ]
     return Starlette(routes=routes, lifespan=lifespan,

@@ -25,17 +25,27 @@ class Caller:
         if not self.may_see(account):
             raise Forbidden("This API key is not scoped to that account.")
 
+    @property
+    def may_see_numbers(self) -> bool:
+        """Whole phone numbers in reports: keys from REPLYWINDOW_API_KEYS (the operator's)
+        only; keys made with `replywindow keys add` see them masked."""
+        return self.key_id.startswith("env:")
 
-def _presented_key(request: Request) -> str:
+
+def _presented_key(request: Request, *, allow_query_key: bool) -> str:
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise Unauthorized("Send your API key as 'Authorization: Bearer <key>'.")
-    return key.strip()
+    if scheme.lower() == "bearer" and key.strip():
+        return key.strip()
+    query_key = request.query_params.get("key", "").strip() if allow_query_key else ""
+    if query_key:
+        return query_key
+    raise Unauthorized("Send your API key as 'Authorization: Bearer <key>'.")
 
 
-def authenticate(request: Request, runtime: Runtime) -> Caller:
-    """The caller behind the request's key. Sync: call it from a threadpool endpoint."""
-    presented = _presented_key(request)
+def authenticate(request: Request, runtime: Runtime, *, allow_query_key: bool = False) -> Caller:
+    """The caller behind the request's key. Sync: call it from a threadpool endpoint.
+    `allow_query_key`: a `?key=` parameter is accepted too (the report page, for browsers)."""
+    presented = _presented_key(request, allow_query_key=allow_query_key)
     # Every configured key is compared, in constant time, so timing reveals nothing.
     matched = False
     for index, configured in enumerate(runtime.settings.env_api_keys):

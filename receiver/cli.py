@@ -7,7 +7,8 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,31 @@ def _engine(settings: Settings) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+@contextlib.contextmanager
+def _progress(description: str) -> Iterator[Callable[[int, int | None], None]]:
+    """A progress bar on stderr (stdout stays for the command's answer); yields
+    `update(done, total)`, total None while it is not known."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True),
+                  transient=False) as progress:
+        task = progress.add_task(description, total=None)
+
+        def update(done: int, total: int | None) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update
 
 
 @click.group()
@@ -196,9 +222,9 @@ def inbox_replay(states: tuple[str, ...], quarantined: bool) -> None:
         parsers(settings)  # a malformed 云真机 key is a configuration error, said plainly
     except ValueError as exc:
         raise click.ClickException(f"REPLYWINDOW_YZJ_ENCODING_AES_KEY: {exc}") from None
-    with _engine(settings) as engine:
+    with _engine(settings) as engine, _progress("replaying bodies") as update:
         report = replay(engine, settings=settings, states=list(states) or None,
-                        quarantined=quarantined, now=_now())
+                        quarantined=quarantined, now=_now(), progress=update)
     click.echo(report.summary())
 
 
@@ -209,6 +235,50 @@ def demo() -> None:
 
     logging.getLogger().setLevel(logging.WARNING)  # the story, not the request log
     demo_module.run(click.echo)
+
+
+@main.command("report")
+@click.option("--since", help="ISO-8601 time or date (UTC); default: 7 days before --until.")
+@click.option("--until", help="ISO-8601 time, or a date meaning its end (UTC); default: now.")
+@click.option("--group-by", "group_by", default="day", show_default=True,
+              help="Comma-separated: day, channel, route, account, status ('' for totals).")
+@click.option("--channel", type=click.Choice(["whatsapp", "wecom", "sms"]))
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True)
+@click.option("--show-numbers", is_flag=True, help="Whole account numbers, not the last 4.")
+def report_command(since: str | None, until: str | None, group_by: str, channel: str | None,
+                   fmt: str, show_numbers: bool) -> None:
+    """The delivery report: what was sent, delivered, read, failed, refused, and what it cost."""
+    from rich.console import Console
+
+    from receiver import report_table, reports
+    from receiver.errors import Invalid
+    from receiver.reports_api import parse_params
+    from store.reports import delivery_rows
+
+    try:
+        params = parse_params({"since": since, "until": until, "channel": channel}, now=_now())
+    except Invalid as exc:
+        raise click.BadParameter(exc.detail, param_hint=f"--{exc.extra.get('field')}") from None
+    try:
+        grouping = reports.parse_group_by(group_by)
+    except reports.BadGroupBy as exc:
+        raise click.BadParameter(str(exc), param_hint="--group-by") from None
+    with _engine(_settings()) as engine, Session(engine) as session:
+        built = reports.build_report(
+            delivery_rows(session, since=params.since, until=params.until,
+                          channel=params.channel),
+            since=params.since, until=params.until, group_by=grouping)
+    if not show_numbers:
+        built = built.masked()
+    if fmt == "csv":
+        click.echo(built.as_csv(), nl=False)
+    elif fmt == "json":
+        click.echo(json.dumps(built.as_json(), ensure_ascii=False, indent=2))
+    else:
+        # Piped or captured output gets room for every column; a terminal its own width.
+        console = Console(width=None if sys.stdout.isatty() else 200)
+        report_table.print_report(built, console)
 
 
 @main.group("templates")
@@ -237,8 +307,9 @@ def templates_sync() -> None:
     from sender import sweeps
 
     settings = _settings()
-    with _engine(settings) as engine:
+    with _engine(settings) as engine, _progress("syncing templates from ITNIO") as update:
         count = asyncio.run(_with_sender(settings, engine, sweeps.sync_templates))
+        update(count, count)
     click.echo(f"{count} templates synced")
 
 

@@ -1,7 +1,8 @@
 """Logging for the entrypoint: handlers, levels, and the mask on uvicorn's access log.
 
 The access log keeps one line per request, but never the webhook token (the last segment of
-/webhooks/.../{token}) or a whole phone number (any run of 7+ digits keeps its last 4: …1432).
+/webhooks/.../{token}), an API key given as `?key=` (the report page), or a whole phone number
+(any run of 7+ digits keeps its last 4: …1432).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ WEBHOOK_ROUTES = ("itnio/whatsapp", "itnio/sms", "yzj")
 
 _WEBHOOK = re.compile(r"/webhooks/([^?#\s\"]*)")
 _LONG_NUMBER = re.compile(r"[0-9]{7,}")
+_QUERY_KEY = re.compile(r"([?&]key=)[^&#\s\"]*", re.IGNORECASE)
 
 
 def _mask_webhook(match: re.Match[str]) -> str:
@@ -29,9 +31,10 @@ def _mask_webhook(match: re.Match[str]) -> str:
 
 
 def mask_path(text: str) -> str:
-    """'/webhooks/yzj/s3cret' -> '/webhooks/yzj/***'; '/v1/windows/whatsapp/91856321412/…'
-    -> '/v1/windows/whatsapp/…1412/…'."""
+    """'/webhooks/yzj/s3cret' -> '/webhooks/yzj/***'; '/reports?key=rwk_…' -> '/reports?key=***';
+    '/v1/windows/whatsapp/91856321412/…' -> '/v1/windows/whatsapp/…1412/…'."""
     text = _WEBHOOK.sub(_mask_webhook, text)
+    text = _QUERY_KEY.sub(r"\1***", text)
     return _LONG_NUMBER.sub(lambda m: "…" + m.group(0)[-4:], text)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -19,6 +20,9 @@ from store import db, inbox
 
 logger = logging.getLogger(__name__)
 PAGE = 200
+
+# Told (bodies done, bodies in all) as the replay goes: stored bodies, then quarantined ones.
+Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -42,10 +46,22 @@ def _replay_state(previous: str, outcome: str) -> str:
     return outcome
 
 
+def _count(engine: Engine, *, states: list[str] | None, quarantined: bool) -> int:
+    with Session(engine) as session:
+        total = inbox.count_bodies(session, states=states)
+        if quarantined:
+            total += inbox.count_unresolved_quarantine(session)
+    return total
+
+
 def replay(engine: Engine, *, settings: Settings, states: list[str] | None, quarantined: bool,
-           now: datetime) -> ReplayReport:
+           now: datetime, progress: Progress | None = None) -> ReplayReport:
+    """Re-apply stored (and quarantined) bodies. `progress`, if given, is told how far it is
+    after every page (the total is counted first; bodies arriving meanwhile may exceed it)."""
     report = ReplayReport()
     read = parsers(settings)
+    total = _count(engine, states=states, quarantined=quarantined) if progress else 0
+    done = 0
     engine = db.writer(engine)
     after_id = 0
     while True:
@@ -74,19 +90,30 @@ def replay(engine: Engine, *, settings: Settings, states: list[str] | None, quar
                 report.bodies[body.state] += 1
             # Read while the session is open: its objects expire when the page commits.
             last_id = page[-1].id if page else None
+        done += len(page)
+        if progress is not None:
+            progress(done, max(total, done))
         if len(page) < PAGE or last_id is None:
             break
         after_id = last_id
     if quarantined:
-        _replay_quarantine(engine, settings=settings, read=read, now=now, report=report)
+        def one_more() -> None:
+            nonlocal done
+            done += 1
+            if progress is not None:
+                progress(done, max(total, done))
+
+        _replay_quarantine(engine, settings=settings, read=read, now=now, report=report,
+                           tick=one_more)
     logger.info("inbox replayed", extra={"action": "inbox_replayed"})
     return report
 
 
 def _replay_quarantine(engine: Engine, *, settings: Settings, read: dict, now: datetime,
-                       report: ReplayReport) -> None:
+                       report: ReplayReport, tick: Callable[[], None]) -> None:
     with Session(engine) as session, session.begin():
         for row in inbox.unresolved_quarantine(session):
+            tick()
             if row.error == "payload_too_large":
                 # Only its first MiB was kept: never apply a part as if it were the whole.
                 report.still_unreadable += 1

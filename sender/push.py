@@ -33,9 +33,9 @@ from store.models import Event
 logger = logging.getLogger(__name__)
 
 SECRET_PREFIX = "whsec_"
-# 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 2 h, 4 h, 8 h, 8 h: about 31 h in all.
+# 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 2 h, 4 h, then 8 h three times: about 32 h in all.
 RETRY_SCHEDULE = tuple(timedelta(seconds=s) for s in
-                       (5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 28800))
+                       (5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 28800, 28800))
 LEASE = timedelta(seconds=60)
 
 

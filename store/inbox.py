@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from store._dialect import insert
 from store.models import EventKey, InboxBody, QuarantinedBody
@@ -50,3 +50,17 @@ def bodies_page(session: Session, *, after_id: int, states: list[str] | None,
 def unresolved_quarantine(session: Session) -> list[QuarantinedBody]:
     stmt = select(QuarantinedBody).where(col(QuarantinedBody.resolved_at).is_(None))
     return list(session.exec(stmt.order_by(col(QuarantinedBody.id))).all())
+
+
+def count_bodies(session: Session, *, states: list[str] | None) -> int:
+    """How many stored bodies `bodies_page` will go through (for a progress bar)."""
+    stmt = select(func.count()).select_from(InboxBody)
+    if states:
+        stmt = stmt.where(col(InboxBody.state).in_(states))
+    return int(session.exec(stmt).one())
+
+
+def count_unresolved_quarantine(session: Session) -> int:
+    stmt = select(func.count()).select_from(QuarantinedBody).where(
+        col(QuarantinedBody.resolved_at).is_(None))
+    return int(session.exec(stmt).one())

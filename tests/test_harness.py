@@ -75,7 +75,7 @@ def _fake(bin_dir: Path, name: str, script: str) -> None:
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
 
 
-def _ci_run(tmp_path: Path, *, postgres_installed: bool,
+def _ci_run(tmp_path: Path, *, postgres_installed: bool, chromium_installed: bool = True,
             env: dict[str, str] | None = None) -> tuple[list[str], str]:
     """.ci/run on a pretend machine; the commands it ran, and the TEST_DATABASE_URL it gave
     the tests."""
@@ -103,6 +103,8 @@ def _ci_run(tmp_path: Path, *, postgres_installed: bool,
         "exit 0\n"))
     for tool in ("runuser", "psql", "pg_ctlcluster", "sudo", "su"):
         _fake(bin_dir, tool, record(tool) + "exit 0\n")
+    if chromium_installed:
+        _fake(bin_dir, "chromium", record("chromium") + "exit 0\n")
     _fake(repo, "dev", record("dev") + f'echo "TEST_DATABASE_URL=$TEST_DATABASE_URL" >> {calls}\n')
 
     done = subprocess.run([str(bin_dir / "bash"), str(repo / ".ci" / "run")],
@@ -140,3 +142,10 @@ def test_ci_run_sets_a_password_only_on_the_postgres_it_installed(tmp_path: Path
     assert any(line.startswith("runuser") and "ALTER USER postgres PASSWORD" in line
                for line in ran), ran
     assert url == "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/postgres"
+
+
+def test_ci_run_installs_chromium_for_the_report_page_test(tmp_path: Path) -> None:
+    ran, _ = _ci_run(tmp_path, postgres_installed=True, chromium_installed=False)
+
+    assert "apt-get install -y -q chromium" in ran, ran
+    assert ran.index("apt-get update -q") < ran.index("apt-get install -y -q chromium")

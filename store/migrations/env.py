@@ -7,7 +7,6 @@ from alembic import context
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
-import store.models
 from store.db import make_engine
 
 config = context.config
