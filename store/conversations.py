@@ -4,11 +4,33 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import case
+from sqlalchemy import bindparam, case, text
 from sqlmodel import Session, col, select
 
 from store._dialect import insert
+from store.db import UTCDateTime
 from store.models import Conversation
+
+
+# Plain SQL both databases speak, so it is compiled once (see store/inbox.py CLAIM). The
+# window only grows: a late, older message changes nothing. SET sees the old row throughout.
+RECORD_INBOUND = text("""
+INSERT INTO conversations (channel, account, customer, customer_name, last_inbound_at,
+                           last_inbound_message_id, created_at, updated_at)
+VALUES (:channel, :account, :customer, :customer_name, :at, :message_id, :now, :now)
+ON CONFLICT (channel, account, customer) DO UPDATE SET
+  last_inbound_message_id = CASE
+    WHEN conversations.last_inbound_at IS NULL
+      OR excluded.last_inbound_at > conversations.last_inbound_at
+    THEN excluded.last_inbound_message_id ELSE conversations.last_inbound_message_id END,
+  last_inbound_at = CASE
+    WHEN conversations.last_inbound_at IS NULL
+      OR excluded.last_inbound_at > conversations.last_inbound_at
+    THEN excluded.last_inbound_at ELSE conversations.last_inbound_at END,
+  customer_name = COALESCE(excluded.customer_name, conversations.customer_name),
+  updated_at = excluded.updated_at
+RETURNING id
+""").bindparams(bindparam("at", type_=UTCDateTime()), bindparam("now", type_=UTCDateTime()))
 
 
 def record_inbound(session: Session, *, channel: str, account: str, customer: str,
@@ -18,26 +40,10 @@ def record_inbound(session: Session, *, channel: str, account: str, customer: st
 
     One statement, so concurrent replicas cannot lose an update.
     """
-    table = Conversation.__table__  # type: ignore[attr-defined]
-    stmt = insert(session, table).values(
-        channel=channel, account=account, customer=customer, customer_name=customer_name,
-        last_inbound_at=message_at, last_inbound_message_id=message_id,
-        created_at=now, updated_at=now,
-    )
-    newer = (table.c.last_inbound_at.is_(None)) | (stmt.excluded.last_inbound_at > table.c.last_inbound_at)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["channel", "account", "customer"],
-        set_={
-            "last_inbound_at": case((newer, stmt.excluded.last_inbound_at),
-                                    else_=table.c.last_inbound_at),
-            "last_inbound_message_id": case((newer, stmt.excluded.last_inbound_message_id),
-                                            else_=table.c.last_inbound_message_id),
-            "customer_name": case((stmt.excluded.customer_name.is_(None), table.c.customer_name),
-                                  else_=stmt.excluded.customer_name),
-            "updated_at": stmt.excluded.updated_at,
-        },
-    ).returning(table.c.id)
-    return int(session.exec(stmt).scalar_one())  # type: ignore[call-overload]
+    found = session.execute(RECORD_INBOUND, {
+        "channel": channel, "account": account, "customer": customer,
+        "customer_name": customer_name, "at": message_at, "message_id": message_id, "now": now})
+    return int(found.scalar_one())
 
 
 def record_outbound(session: Session, *, channel: str, account: str, customer: str,

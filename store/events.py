@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, text, tuple_, update
+from sqlalchemy import insert as sa_insert
 from sqlmodel import Session, col, select
 
-from store._dialect import insert
 from store.models import Event
 
 CURRENT_TXID = text("pg_current_xact_id()::text::bigint")
@@ -27,15 +27,18 @@ def _is_pg(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
+_EVENTS = Event.__table__  # type: ignore[attr-defined]
+ADD_PG = sa_insert(_EVENTS).values(txid=CURRENT_TXID)
+ADD_SQLITE = sa_insert(_EVENTS).values(txid=0)
+
+
 def add(session: Session, *, kind: str, account: str, conversation_key: str,
         data: dict[str, Any], now: datetime, push: bool) -> None:
-    stmt = insert(session, Event).values(
-        txid=CURRENT_TXID if _is_pg(session) else 0, kind=kind, account=account,
-        conversation_key=conversation_key, data=data, created_at=now,
-        push_state="pending" if push else "off", push_attempts=0,
-        next_push_at=now if push else None,
-    )
-    session.exec(stmt)  # type: ignore[call-overload]
+    session.execute(ADD_PG if _is_pg(session) else ADD_SQLITE, {
+        "kind": kind, "account": account, "conversation_key": conversation_key, "data": data,
+        "created_at": now, "push_state": "pending" if push else "off", "push_attempts": 0,
+        "next_push_at": now if push else None,
+    })
 
 
 def after(session: Session, *, cursor: tuple[int, int], accounts: list[str] | None,

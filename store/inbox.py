@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from typing import Any
+
+from sqlalchemy import bindparam, insert, text, update
 from sqlmodel import Session, col, func, select
 
-from store._dialect import insert
-from store.models import EventKey, InboxBody, QuarantinedBody
+from store.db import UTCDateTime
+from store.models import InboxBody, QuarantinedBody
 
 
 def add_body(session: Session, *, vendor: str, route: str, received_at: datetime,
@@ -30,12 +33,38 @@ def add_quarantined(session: Session, *, vendor: str, route: str, received_at: d
     return row
 
 
+# Plain SQL both databases speak: SQLAlchemy compiles its dialect ON CONFLICT constructs on
+# every call (they are not cacheable), and this runs for every event.
+CLAIM = text(
+    'INSERT INTO event_keys ("key", inbox_body_id, applied_at) '
+    'VALUES (:key, :inbox_body_id, :applied_at) ON CONFLICT ("key") DO NOTHING RETURNING "key"'
+).bindparams(bindparam("applied_at", type_=UTCDateTime()))
+_BODIES = InboxBody.__table__  # type: ignore[attr-defined]
+ADD_BODIES = insert(_BODIES).returning(_BODIES.c.id, sort_by_parameter_order=True)
+SET_STATES = (
+    update(_BODIES).where(_BODIES.c.id == bindparam("b_id"))
+    .values(state=bindparam("b_state"), applied_at=bindparam("b_applied_at"),
+            detail=bindparam("b_detail"))
+)
+
+
 def claim_key(session: Session, *, key: str, inbox_body_id: int | None, now: datetime) -> bool:
     """True the first time `key` is seen: its event is to be applied. Safe across replicas:
     on PostgreSQL a concurrent claim waits for the first and then finds the key taken."""
-    stmt = insert(session, EventKey).values(key=key, inbox_body_id=inbox_body_id, applied_at=now)
-    stmt = stmt.on_conflict_do_nothing(index_elements=["key"]).returning(stmt.table.c.key)
-    return session.exec(stmt).first() is not None  # type: ignore[call-overload]
+    found = session.execute(CLAIM, {"key": key, "inbox_body_id": inbox_body_id,
+                                    "applied_at": now})
+    return found.first() is not None
+
+
+def add_bodies(session: Session, rows: list[dict[str, Any]]) -> list[int]:
+    """Store many bodies in one statement; their ids, in order."""
+    return list(session.execute(ADD_BODIES, rows).scalars().all())
+
+
+def set_states(session: Session, states: list[tuple[int, str, datetime | None, str | None]]) -> None:
+    """(id, state, applied_at, detail) for many bodies, in one statement."""
+    session.execute(SET_STATES, [{"b_id": i, "b_state": st, "b_applied_at": at, "b_detail": d}
+                                 for i, st, at, d in states])
 
 
 def bodies_page(session: Session, *, after_id: int, states: list[str] | None,

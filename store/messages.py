@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import insert
 from sqlmodel import Session, col, or_, select
 
 from store.models import ChatMessage, OutboundMessage, StatusEvent
@@ -15,10 +16,11 @@ STATUS_COLUMNS = {
 }
 
 
-def add_chat_message(session: Session, **fields: Any) -> ChatMessage:
-    row = ChatMessage(**fields)
-    session.add(row)
-    return row
+ADD_CHAT_MESSAGE = insert(ChatMessage.__table__)  # type: ignore[attr-defined]
+
+
+def add_chat_message(session: Session, **fields: Any) -> None:
+    session.execute(ADD_CHAT_MESSAGE, fields)  # Core: no ORM flush on the hot path
 
 
 def add_status_event(session: Session, **fields: Any) -> StatusEvent:

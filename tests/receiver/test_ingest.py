@@ -143,3 +143,31 @@ def test_two_writers_on_the_same_customers_apply_everything_exactly_once(
     assert count(check, EventKey) == 800
     assert count(check, InboxBody) == 800
     check.dispose()
+
+
+def test_a_batch_with_one_body_the_store_refuses_falls_back_to_body_by_body(
+        engine: Engine, settings: Settings) -> None:
+    """Through the writer: the fast path fails for the whole batch, the careful path then
+    stores the good bodies and keeps the bad one (nothing lost, nothing half-applied)."""
+    read = parsers(settings)[("itnio", "whatsapp")]
+
+    def item(message_id: str, *, long_key: bool = False) -> Received:
+        raw = json.dumps(uplink(message_id, customer=f"918000000{message_id[-2:]}")).encode()
+        events = read(raw)
+        if long_key:
+            events = [replace(events[0], key="k" * 300)]  # type: ignore[type-var]
+        return Received("itnio", "whatsapp", NOW, {}, raw, events=events)
+
+    async def scenario() -> list[str]:
+        writer = Ingestor(engine, settings, lambda: NOW)
+        await writer.start()
+        states = await asyncio.gather(*(writer.submit(i, timeout=30) for i in (
+            item("m01"), item("m02", long_key=True), item("m03"))))
+        await writer.stop()
+        return list(states)
+
+    states = asyncio.run(scenario())
+    assert states[0] == states[2] == "applied"
+    assert states[1] in ("applied", "unstorable")
+    assert count(engine, InboxBody) + count(engine, QuarantinedBody) == 3
+    assert count(engine, ChatMessage) == (2 if states[1] == "unstorable" else 3)
