@@ -40,7 +40,7 @@ def record_inbound(session: Session, *, channel: str, account: str, customer: st
 
     One statement, so concurrent replicas cannot lose an update.
     """
-    found = session.execute(RECORD_INBOUND, {
+    found = session.connection().execute(RECORD_INBOUND, {
         "channel": channel, "account": account, "customer": customer,
         "customer_name": customer_name, "at": message_at, "message_id": message_id, "now": now})
     return int(found.scalar_one())

@@ -34,7 +34,7 @@ ADD_SQLITE = sa_insert(_EVENTS).values(txid=0)
 
 def add(session: Session, *, kind: str, account: str, conversation_key: str,
         data: dict[str, Any], now: datetime, push: bool) -> None:
-    session.execute(ADD_PG if _is_pg(session) else ADD_SQLITE, {
+    session.connection().execute(ADD_PG if _is_pg(session) else ADD_SQLITE, {
         "kind": kind, "account": account, "conversation_key": conversation_key, "data": data,
         "created_at": now, "push_state": "pending" if push else "off", "push_attempts": 0,
         "next_push_at": now if push else None,

@@ -51,19 +51,19 @@ SET_STATES = (
 def claim_key(session: Session, *, key: str, inbox_body_id: int | None, now: datetime) -> bool:
     """True the first time `key` is seen: its event is to be applied. Safe across replicas:
     on PostgreSQL a concurrent claim waits for the first and then finds the key taken."""
-    found = session.execute(CLAIM, {"key": key, "inbox_body_id": inbox_body_id,
+    found = session.connection().execute(CLAIM, {"key": key, "inbox_body_id": inbox_body_id,
                                     "applied_at": now})
     return found.first() is not None
 
 
 def add_bodies(session: Session, rows: list[dict[str, Any]]) -> list[int]:
     """Store many bodies in one statement; their ids, in order."""
-    return list(session.execute(ADD_BODIES, rows).scalars().all())
+    return list(session.connection().execute(ADD_BODIES, rows).scalars().all())
 
 
 def set_states(session: Session, states: list[tuple[int, str, datetime | None, str | None]]) -> None:
     """(id, state, applied_at, detail) for many bodies, in one statement."""
-    session.execute(SET_STATES, [{"b_id": i, "b_state": st, "b_applied_at": at, "b_detail": d}
+    session.connection().execute(SET_STATES, [{"b_id": i, "b_state": st, "b_applied_at": at, "b_detail": d}
                                  for i, st, at, d in states])
 
 

@@ -20,33 +20,51 @@ ADD_CHAT_MESSAGE = insert(ChatMessage.__table__)  # type: ignore[attr-defined]
 
 
 def add_chat_message(session: Session, **fields: Any) -> None:
-    session.execute(ADD_CHAT_MESSAGE, fields)  # Core: no ORM flush on the hot path
+    session.connection().execute(ADD_CHAT_MESSAGE, fields)  # Core: no ORM flush on the hot path
+
+
+_STATUS_EVENTS = StatusEvent.__table__  # type: ignore[attr-defined]
+ADD_STATUS_EVENT = insert(_STATUS_EVENTS).returning(_STATUS_EVENTS.c.id)
+_OUTBOUND = OutboundMessage.__table__  # type: ignore[attr-defined]
+
+
+def _flush_pending(session: Session) -> None:
+    """Core queries skip autoflush: changes made through the ORM earlier in this
+    transaction (an id just learnt) must reach the database before they are looked for."""
+    if session.dirty or session.new:
+        session.flush()
 
 
 def add_status_event(session: Session, **fields: Any) -> StatusEvent:
-    row = StatusEvent(**fields)
-    session.add(row)
-    session.flush()
-    return row
+    """Store a status event (Core, on the hot path); the row as an object, not in the session."""
+    fields.setdefault("detail", {})
+    event_id = session.connection().execute(ADD_STATUS_EVENT, fields).scalar_one()
+    return StatusEvent(id=event_id, **fields)
 
 
 def find_outbound(session: Session, *, channel: str, vendor_message_id: str | None,
                   client_ref: str | None, for_update: bool = True) -> OutboundMessage | None:
-    """The outbound message a vendor report is about, by the vendor's id or our own ref."""
+    """The outbound message a vendor report is about, by the vendor's id or our own ref.
+
+    The id is looked up first with a plain query (most pushes name a message id we already
+    matched, or none of ours at all), then the row is loaded and locked.
+    """
     matches = []
     if vendor_message_id:
-        matches.append(col(OutboundMessage.vendor_message_id) == vendor_message_id)
+        matches.append(_OUTBOUND.c.vendor_message_id == vendor_message_id)
     if client_ref:
-        matches.append(col(OutboundMessage.client_ref) == client_ref)
+        matches.append(_OUTBOUND.c.client_ref == client_ref)
     if not matches:
         return None
+    _flush_pending(session)
     # An SMS report can be about a WhatsApp request that fell back to SMS.
-    on_channel = (or_(OutboundMessage.channel == "sms", OutboundMessage.route == "sms")
-                  if channel == "sms" else OutboundMessage.channel == channel)
-    stmt = select(OutboundMessage).where(on_channel, or_(*matches))
-    if for_update:
-        stmt = stmt.with_for_update()
-    return session.exec(stmt).first()
+    on_channel = (or_(_OUTBOUND.c.channel == "sms", _OUTBOUND.c.route == "sms")
+                  if channel == "sms" else _OUTBOUND.c.channel == channel)
+    found = session.connection().execute(
+        select(_OUTBOUND.c.id).where(on_channel, or_(*matches)).limit(1)).scalar()
+    if found is None:
+        return None
+    return session.get(OutboundMessage, found, with_for_update=for_update or None)
 
 
 def delivery_channel(message: OutboundMessage) -> str:

@@ -134,17 +134,18 @@ def unknown_for(session: Session, *, channel: str, account: str, recipient: str,
                 sent_before: datetime) -> OutboundMessage | None:
     """The oldest message held as unknown (its call timed out) to this recipient: a status
     push naming a message id we never learnt is most likely about it."""
-    stmt = (
-        select(OutboundMessage)
-        .where(OutboundMessage.channel == channel, OutboundMessage.status == "unknown",
-               OutboundMessage.account == account, OutboundMessage.recipient == recipient,
-               col(OutboundMessage.vendor_message_id).is_(None),
-               col(OutboundMessage.created_at) <= sent_before)
-        .order_by(col(OutboundMessage.created_at))
+    table = OutboundMessage.__table__  # type: ignore[attr-defined]
+    if session.dirty or session.new:
+        session.flush()  # Core queries skip autoflush
+    found = session.connection().execute(
+        select(table.c.id)
+        .where(table.c.status == "unknown", table.c.channel == channel,
+               table.c.account == account, table.c.recipient == recipient,
+               table.c.vendor_message_id.is_(None), table.c.created_at <= sent_before)
+        .order_by(table.c.created_at)
         .limit(1)
-        .with_for_update()
-    )
-    return session.exec(stmt).first()
+    ).scalar()
+    return session.get(OutboundMessage, found, with_for_update=True) if found else None
 
 
 def page(session: Session, *, channel: str | None, to: str | None, status: str | None,

@@ -733,3 +733,22 @@ def test_a_text_too_long_for_the_sms_fallback_is_422_before_any_call(
     assert response.status_code == 422
     assert (response.json()["field"], response.json()["vendor_code"]) == ("sms_text", "-5")
     assert sim.calls == []
+
+
+def test_two_pushes_for_a_message_held_as_unknown_in_one_body_settle_it_once(
+        client: TestClient, engine: Engine, clock: FakeClock) -> None:
+    """The first push teaches the message its id; the second, in the same transaction,
+    must find it by that id (not adopt another message or be left an orphan)."""
+    from store.models import OutboundMessage as Outbound
+
+    with Session(db.writer(engine)) as session, session.begin():
+        session.add(Outbound(id="msg_u1", channel="whatsapp", account=BUSINESS,
+                             recipient=CUSTOMER, route="custom", status="unknown",
+                             created_at=clock.now, status_at=clock.now))
+    at = int(clock.now.timestamp()) + 1
+    body = [status_push("wamid.U1", "sent", at=at), status_push("wamid.U1", "delivered", at=at)]
+    assert client.post(f"{ITNIO_WA_HOOK}/{TOKEN}", json=body).status_code == 200
+
+    final = message(client, "msg_u1")
+    assert (final["status"], final["vendor_message_id"]) == ("delivered", "wamid.U1")
+    assert [e["status"] for e in final["events"]] == ["sent", "delivered"]
