@@ -23,6 +23,7 @@ from receiver.identity import announce, resolve_bot_secret, resolve_webhook_toke
 from receiver.ingest import Ingestor
 from receiver.metrics import ErrorCountingTransport, Metrics
 from receiver.metrics import route as metrics_route
+from receiver.openapi import route as openapi_route
 from receiver.notifier import Notifier
 from receiver.parsers import parsers
 from receiver.runtime import Clock, Runtime, utcnow
@@ -142,6 +143,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
         *events_api.routes,
         *reports_api.routes,
         metrics_route,
+        openapi_route,
     ]
     return Starlette(routes=routes, lifespan=lifespan,
                      exception_handlers=exception_handlers)  # type: ignore[arg-type]

@@ -19,7 +19,8 @@ from receiver.windows_api import iso
 from store import events
 from store.models import Event
 
-CURSOR = re.compile(r"[0-9]{1,20}\.[0-9]{1,20}")
+CURSOR = re.compile(r"[0-9]{1,19}\.[0-9]{1,19}")
+BIGINT_MAX = 2**63 - 1  # txid and id are bigints: a larger number is no cursor of ours
 MAX_WAIT = 30
 MAX_LIMIT = 500
 # Other replicas' events are seen by polling; this process's wake the wait at once.
@@ -41,8 +42,11 @@ def _parse_cursor(raw: str | None) -> tuple[int, int]:
     if not CURSOR.fullmatch(raw):
         raise Invalid("after must be a cursor this API gave out (next_cursor).",
                       code="invalid_parameter", field="after")
-    txid, _, event_id = raw.partition(".")
-    return int(txid), int(event_id)
+    txid, event_id = (int(part) for part in raw.split("."))
+    if txid > BIGINT_MAX or event_id > BIGINT_MAX:
+        raise Invalid("after must be a cursor this API gave out (next_cursor).",
+                      code="invalid_parameter", field="after")
+    return txid, event_id
 
 
 def _int(request: Request, name: str, default: int, high: int) -> int:

@@ -7,7 +7,7 @@ import base64
 import hashlib
 import json
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -32,6 +32,8 @@ from store.models import OutboundMessage
 logger = logging.getLogger(__name__)
 
 CHANNELS = ("whatsapp", "wecom", "sms")
+STATUSES = ("queued", "sending", "unknown", "accepted", "sent", "delivered", "read", "failed",
+            "rejected", "expired")
 FALLBACKS = ("template", "sms")
 WAIT_FOR_VENDOR = 5.0
 PAGE_LIMIT = 100
@@ -282,7 +284,8 @@ def get_message(request: Request) -> JSONResponse:
     runtime: Runtime = request.state.runtime
     caller = authenticate(request, runtime)
     with Session(runtime.engine) as session:
-        message = outbox.get(session, request.path_params["message_id"])
+        message_id = request.path_params["message_id"]
+        message = outbox.get(session, message_id) if "\x00" not in message_id else None
         if message is None or not caller.may_see(message.account):
             raise NotFound("No such message.")
         body = message_body(message, window=_window(session, runtime, message))
@@ -301,10 +304,24 @@ def _cursor(raw: str | None) -> tuple[datetime, str] | None:
         return None
     try:
         created, _, message_id = base64.urlsafe_b64decode(raw.encode()).decode().partition("|")
-        return datetime.fromisoformat(created), message_id
-    except (ValueError, UnicodeDecodeError):
+        at = datetime.fromisoformat(created)
+        # Ours always name their zone and hold an id; a forged one must not reach the query.
+        if at.tzinfo is None or not message_id or "\x00" in message_id:
+            raise ValueError("not a cursor of ours")
+        return at.astimezone(UTC), message_id
+    except (ValueError, UnicodeDecodeError, OverflowError):
         raise Invalid("cursor is not one this API gave out.", code="invalid_parameter",
                       field="cursor") from None
+
+
+def _text_param(request: Request, name: str) -> str | None:
+    """A free-text query parameter; NUL (which no stored value holds, and PostgreSQL refuses
+    to compare) is a 422."""
+    value = request.query_params.get(name) or None
+    if value is not None and "\x00" in value:
+        raise Invalid(f"{name} must not contain NUL characters.", code="invalid_parameter",
+                      field=name)
+    return value
 
 
 def list_messages(request: Request) -> JSONResponse:
@@ -318,10 +335,13 @@ def list_messages(request: Request) -> JSONResponse:
     since = _lenient.iso(params.get("since")) if params.get("since") else None
     if params.get("since") and since is None:
         raise Invalid("since must be an ISO-8601 time.", code="invalid_parameter", field="since")
+    status = params.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise Invalid(f"status must be one of {', '.join(STATUSES)}.", code="invalid_parameter",
+                      field="status")
     with Session(runtime.engine) as session:
         rows = outbox.page(
-            session, channel=channel, to=params.get("to") or None,
-            status=params.get("status") or None, since=since,
+            session, channel=channel, to=_text_param(request, "to"), status=status, since=since,
             accounts=sorted(caller.accounts) if caller.accounts is not None else None,
             after=_cursor(params.get("cursor")), limit=PAGE_LIMIT + 1,
         )

@@ -22,7 +22,7 @@ from receiver.settings import MAX_BODY_BYTES
 logger = logging.getLogger(__name__)
 
 # 云真机 gives up after 1 s (and blocks a URL that times out too often): answer in time.
-STORE_TIMEOUT = {"wecom": 0.9, "whatsapp": 10.0, "sms": 10.0}
+STORE_TIMEOUT = {"wecom": 0.8, "whatsapp": 10.0, "sms": 10.0}
 
 ITNIO_ACK = b'{"status":"0","reason":"success"}'
 YZJ_ACK = b'{"errcode":0}'

@@ -136,7 +136,7 @@ class Sender:
             except Exception as exc:  # our bug or our configuration: nothing was sent
                 logger.exception("sending failed before the vendor was reached", extra={
                     "action": "message_send_error", "message_id": message_id})
-                error = NotConfigured("local", None, f"{type(exc).__name__}: {exc}")
+                error = NotConfigured(vendor="local", reason=f"{type(exc).__name__}: {exc}")
                 outcome = partial(self._retry_later, message_id=message_id, exc=error)
             else:
                 outcome = partial(self._accepted, message_id=message_id, result=result)
@@ -145,8 +145,19 @@ class Sender:
     def _prepare(self, session: Session, message_id: str) -> Call | None:
         """Decide the route if it waited for `send_at`; None if nothing is to be sent."""
         message = outbox.get(session, message_id, for_update=True)
-        if message is None or message.status != "sending":
+        if message is None:
             return None
+        if message.status == "unknown" and message.vendor_message_id is None:
+            # Claimed by us, it waited for a free slot so long that the lease sweep held it
+            # as unknown. No call was made for it (the claim is ours, and a message held as
+            # unknown is never claimed again), so it is ours to send, not a possible repeat.
+            message.status = "sending"
+            logger.info("taken back from the lease sweep before any call", extra={
+                "action": "message_lease_reclaimed", "message_id": message.id})
+        if message.status != "sending":
+            return None
+        # The lease covers the vendor call, not the wait for a slot before it.
+        message.next_attempt_at = self.clock() + LEASE
         request = outcomes.send_request(message)
         situation = outcomes.situation(session, channel=message.channel, account=message.account,
                                        recipient=message.recipient, config=self.config)
@@ -168,7 +179,8 @@ class Sender:
             message.fallback_reason = message.fallback_reason or decision.reason
             bot_events.message_event(session, "message.route", message, now=self.clock(),
                                      push=self.config.push_events)
-        elif message.route == "custom" and decision.route != "custom" and message.channel == "whatsapp":
+        elif (message.route == "custom" and decision.route != "custom"
+              and message.channel == "whatsapp"):
             # The window closed between the POST and now: never spend a call the vendor
             # would refuse; take the fallback the request allowed, or refuse.
             if decision.refused:
@@ -200,7 +212,17 @@ class Sender:
         body = call.request
         if call.channel == "wecom":
             if self.yzj is None:
-                raise NotConfigured("yzj", None, "REPLYWINDOW_YZJ_APP_ID / _APP_SECRET not set")
+                raise NotConfigured(vendor="yzj",
+                                    reason="REPLYWINDOW_YZJ_APP_ID / _APP_SECRET not set")
+            try:
+                # The token first, on its own: no message goes with it, so a token call that
+                # timed out or answered nonsense leaves the message unsent (retried later),
+                # not held as unknown until it expires.
+                await self.yzj.access_token()
+            except OutcomeUnknown as exc:
+                raise VendorUnavailable(vendor=exc.vendor, code=exc.code,
+                                        reason=f"access token: {exc.meaning}",
+                                        http_status=exc.http_status) from exc
             parts = [
                 dict(part, api_send_id=outcomes.wecom_part_id(call.message_id, index),
                      delayed_time=max(int(part.get("delayed_time") or 0), delay))
@@ -210,7 +232,8 @@ class Sender:
             return await self.yzj.send_messages(wxid=call.account, target_wxid=call.recipient,
                                                  messages=parts)
         if self.itnio is None:
-            raise NotConfigured("itnio", None, "REPLYWINDOW_ITNIO_API_KEY / _API_SECRET not set")
+            raise NotConfigured(vendor="itnio",
+                                reason="REPLYWINDOW_ITNIO_API_KEY / _API_SECRET not set")
         if call.route == "sms":
             text = call.decision.sms_text or body.get("sms_text") or policy.message_text(
                 body.get("message"))

@@ -22,6 +22,7 @@ from sender.errors import (
     OutcomeUnknown,
     VendorError,
     VendorRejected,
+    VendorUnavailable,
     status_error,
     transport_error,
     vendor_error,
@@ -119,11 +120,16 @@ class YzjClient:
 
     async def _fetch_token(self) -> str:
         fetched_at = self._clock()  # before the call: the vendor's 7200 s start no later
-        answer = await self._exchange("/oauth/token", {
-            "app_id": self._app_id,
-            "app_secret": self._app_secret,
-            "grand_type": "client_credentials",  # sic: the vendor's spelling
-        })
+        try:
+            answer = await self._exchange("/oauth/token", {
+                "app_id": self._app_id,
+                "app_secret": self._app_secret,
+                "grand_type": "client_credentials",  # sic: the vendor's spelling
+            })
+        except OutcomeUnknown as exc:
+            # Asking for a token sends no message: whatever happened, trying later is safe,
+            # and must not leave the message it was for held as possibly sent.
+            raise VendorUnavailable(vendor=VENDOR, reason=exc.reason) from exc
         errcode = _errcode(answer)
         if errcode is not None and errcode != "0":
             raise vendor_error(VENDOR, errcode, _message(answer))
@@ -131,7 +137,7 @@ class YzjClient:
         payload: dict[str, Any] = data if isinstance(data, dict) else answer  # either shape
         token = _text(payload.get("access_token"))
         if token is None:
-            raise OutcomeUnknown(vendor=VENDOR, reason="token answer without access_token")
+            raise VendorUnavailable(vendor=VENDOR, reason="token answer without access_token")
         expires_in = payload.get("expires_in")
         if isinstance(expires_in, bool) or not isinstance(expires_in, int | float):
             expires_in = DEFAULT_EXPIRES_IN

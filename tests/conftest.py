@@ -7,7 +7,9 @@ file, once on PostgreSQL when TEST_DATABASE_URL is set (skipped with that reason
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -140,3 +142,78 @@ def client(settings: Settings, clock: FakeClock) -> Iterator[TestClient]:
 @pytest.fixture
 def auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {API_KEY}"}
+
+
+# -- no secret and no whole phone number in any log record, in any test ---------------------
+
+LOG_SECRETS = (TOKEN, API_KEY, "replywindowTestVectorKey32bytes!",
+               "91856321412", "91856321432", "91856321413")
+_WHSEC = re.compile(r"whsec_[A-Za-z0-9+/=]{8,}")
+# The tests' own HTTP client (starlette's TestClient) logs the URLs it calls; not the service.
+_NOT_THE_SERVICE = ("httpx2",)
+
+
+class _Recorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _leaks(records: list[logging.LogRecord]) -> list[str]:
+    found = []
+    for record in records:
+        if record.name.startswith(_NOT_THE_SERVICE):
+            continue
+        try:
+            texts = [record.getMessage()]
+        except Exception:  # a record whose arguments don't fit its message: check both
+            texts = [str(record.msg), repr(record.args)]
+        if record.exc_info:
+            texts.append(logging.Formatter().formatException(record.exc_info))
+        texts += [t for t in (record.exc_text, record.stack_info) if t]
+        for text_ in dict.fromkeys(texts):  # exc_text is often formatException again
+            for secret in LOG_SECRETS:
+                if secret in text_:
+                    found.append(f"{record.name} {record.levelname}: {secret!r} in {text_[:300]!r}")
+            if match := _WHSEC.search(text_):
+                found.append(f"{record.name} {record.levelname}: {match.group(0)[:10]}… in "
+                             f"{text_[:300]!r}")
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _log_recorder() -> Iterator[_Recorder]:
+    """Every log record of the session, at the levels the service logs at in production (INFO;
+    our own packages at DEBUG): checked after each test, and what fixtures logged at the end."""
+    recorder = _Recorder()
+    root = logging.getLogger()
+    levels = {name: logging.getLogger(name).level for name in ("", "receiver", "sender",
+                                                               "store", "httpx")}
+    root.addHandler(recorder)
+    root.setLevel(logging.INFO)
+    for name in ("receiver", "sender", "store"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # as `replywindow serve` sets it
+    try:
+        yield recorder
+        _check_logged(recorder, "at the end of the session")
+    finally:
+        root.removeHandler(recorder)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _check_logged(recorder: _Recorder, when: str) -> None:
+    leaks = _leaks(recorder.records)
+    recorder.records.clear()
+    assert leaks == [], f"a secret or a phone number was logged {when}:\n" + "\n".join(leaks)
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_logged(_log_recorder: _Recorder) -> Iterator[None]:
+    _check_logged(_log_recorder, "before this test (by a fixture's teardown?)")
+    yield
+    _check_logged(_log_recorder, "in this test")

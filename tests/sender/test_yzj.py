@@ -177,9 +177,10 @@ async def test_access_token_refused() -> None:
     assert caught.value.vendor == "yzj"
 
 
-async def test_access_token_answer_without_a_token_is_unknown() -> None:
+async def test_access_token_answer_without_a_token_means_try_later() -> None:
+    # No message rides on a token call, so its failure is never "maybe sent".
     fake = FakeYzj(token=lambda request: {"errcode": 0, "data": {}})
-    with pytest.raises(OutcomeUnknown):
+    with pytest.raises(VendorUnavailable):
         await make(fake).access_token()
 
 
@@ -390,3 +391,22 @@ async def test_empty_data_means_every_message_was_refused() -> None:
     results = await make(fake).send_messages(wxid="w", target_wxid="t", messages=numbered(2))
 
     assert results == [WecomAccepted(0, "s0", None, False), WecomAccepted(1, "s1", None, False)]
+
+
+def test_a_token_answer_that_cannot_be_read_means_try_later_not_maybe_sent() -> None:
+    """Asking for a token sends no message: its failure must not be 'outcome unknown'."""
+    from sender.errors import VendorUnavailable
+
+    def vendor(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"<html>gateway</html>")
+
+    async def call() -> None:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(vendor)) as http:
+            client = YzjClient(http, base_url="https://oapi-yzj.miaokol.com", app_id="a",
+                               app_secret="s", clock=lambda: datetime(2026, 11, 24, tzinfo=UTC))
+            with pytest.raises(VendorUnavailable):
+                await client.send_messages(wxid="w", target_wxid="t", messages=[
+                    {"msg_type": "text", "content": {"items": [{"type": "text", "text": "hi"}]},
+                     "api_send_id": "msg_1-0"}])
+
+    asyncio.run(call())
