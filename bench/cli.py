@@ -1,0 +1,643 @@
+"""`python -m bench`: every scenario in one run, one table, bench/results/latest.json.
+
+    .venv/bin/python -m bench                  # 10 s per run, 32 connections (16 for the API)
+    .venv/bin/python -m bench --duration 60    # e.g. to see whether applying keeps up
+    .venv/bin/python -m bench --smoke          # ~1 s per scenario: does the harness work?
+
+Each server is its own `python -m uvicorn ... --workers 1` process on a loopback port; the
+load generator (wrk, else bench/pyload.py) is another. See bench/__init__.py for the list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import shlex
+import sqlite3
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import SCENARIOS, payloads, stores
+from bench.load import LoadResult, describe, run_load, which_wrk
+from bench.procs import ROOT, Server, running
+
+CEILING, NAIVE, RW_SQLITE, RW_PG, SENDS, SENDS_HALF, LOOKUP_SQLITE, LOOKUP_PG = SCENARIOS
+RESULTS = ROOT / "bench" / "results"
+OTHER_CPU_LIMIT = 0.15  # cores: above this, another job shared the machine
+PARTS = ("ceiling", "naive", "webhooks-sqlite", "webhooks-postgres", "sends", "lookup-sqlite",
+         "lookup-postgres")
+BUSINESS = "91856321412"
+
+
+@dataclass
+class Row:
+    name: str
+    status: str = "ok"  # ok | skipped | failed
+    reason: str = ""
+    connections: int = 0
+    acked_per_s: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    p999_ms: float | None = None
+    applied_per_s: float | None = None
+    peak_rss_mb: float | None = None
+    rss_start_mb: float | None = None
+    rss_end_mb: float | None = None
+    server_cpu: float | None = None  # the server process's CPU seconds per second
+    other_cpu: float | None = None  # other processes' on the machine, during the run
+    requests: int = 0
+    errors: int = 0  # responses over 399, and socket errors
+    ratio_to_ceiling: float | None = None
+    ratio_to_naive: float | None = None
+    applied_ratio_to_ceiling: float | None = None
+    notes: list[str] = field(default_factory=list)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Options:
+    duration: float
+    warmup: float
+    connections: int
+    api_connections: int
+    threads: int
+    slots: int
+    windows: int
+    recipients: int
+    smoke: bool
+    loadgen: str
+    pg_url: str
+    json_path: Path
+    keep: bool
+    only: frozenset[str]
+
+
+class Bench:
+    def __init__(self, opts: Options, workdir: Path) -> None:
+        self.o = opts
+        self.workdir = workdir
+        self.loadgen = opts.loadgen
+        self.log = workdir / "load.log"
+        self.rows: dict[str, Row] = {}
+        self.nonce = 10
+        self.now = int(time.time())
+        self.slots = payloads.webhook_slots(opts.slots, now=self.now)
+        self.y_slots = sum(1 for s in self.slots if s.kind == "Y")
+        self.small_pool = payloads.yzj_pool(0, self.y_slots, self.now)
+        self.webhooks_small = payloads.write_entries(workdir / "webhooks-small.txt", self.slots,
+                                                     pool=self.small_pool)
+        self.webhooks_warm: Path | None = None
+        self.webhooks_measure: Path | None = None
+        self.pool_size = self.y_slots
+        self.pg_version = stores.pg_version(opts.pg_url)
+
+    # ---- running load ---------------------------------------------------------------------
+
+    def _load(self, url: str, entries: Path, *, duration: float, connections: int,
+              rate: float = 0.0) -> LoadResult:
+        self.nonce += 1
+        return run_load(self.loadgen, url, entries, duration=duration, connections=connections,
+                        threads=self.o.threads, nonce=str(self.nonce), rate=rate, log=self.log)
+
+    def warm_and_measure(self, server: Server, warm: Path, measure: Path, *, connections: int,
+                         before_measure: Callable[[], None] | None = None) -> LoadResult:
+        if self.o.warmup > 0:
+            self._load(server.url, warm, duration=self.o.warmup, connections=connections)
+            time.sleep(0.3)
+        if before_measure is not None:
+            before_measure()
+        return self._load(server.url, measure, duration=self.o.duration, connections=connections)
+
+    def fill_row(self, row: Row, server: Server, load: LoadResult, connections: int) -> None:
+        row.connections = connections
+        row.requests = load.requests
+        row.errors = load.status_errors + load.socket_errors
+        row.acked_per_s = load.ok_per_s
+        row.p50_ms, row.p99_ms, row.p999_ms = load.p50_ms, load.p99_ms, load.p999_ms
+        row.detail["load"] = asdict(load) | {"ok": load.ok}
+        if server.watch is not None:
+            start_kb = server.watch.rss_at(load.started)
+            end_kb = server.watch.rss_at(load.started + load.duration_s)
+            row.rss_start_mb = start_kb / 1024 if start_kb else None
+            row.rss_end_mb = end_kb / 1024 if end_kb else None
+            row.server_cpu = server.watch.cpu_share(load.started, load.started + load.duration_s)
+        from bench.procs import proc_status_kb
+
+        peak = proc_status_kb(server.pid, "VmHWM")
+        row.peak_rss_mb = peak / 1024 if peak else None
+        row.other_cpu = load.other_cpu
+        if load.other_cpu is not None and load.other_cpu > OTHER_CPU_LIMIT:
+            row.notes.append(f"WARNING: other processes on the machine used "
+                             f"{load.other_cpu:.0%} of a core during this run: figures skewed")
+        if load.status_errors or load.socket_errors:
+            row.notes.append(f"{load.status_errors} answers over 399, "
+                             f"{load.socket_errors} socket errors/timeouts")
+
+    # ---- scenarios ------------------------------------------------------------------------
+
+    def ceiling(self) -> Row:
+        row = Row(CEILING)
+        with running(Server("ceiling", "bench.servers:ceiling_app", workdir=self.workdir)) as s:
+            load = self.warm_and_measure(s, self.webhooks_small, self.webhooks_small,
+                                         connections=self.o.connections)
+            self.fill_row(row, s, load, self.o.connections)
+        row.notes.append("reads the body, answers 200; stores nothing")
+        return row
+
+    def prepare_pools(self) -> None:
+        """Enough distinct 云真机 bodies that none repeats in a run up to 1.25 x the ceiling."""
+        ceiling = self.rows.get(CEILING)
+        rate = max(1000.0, (ceiling.acked_per_s or 0) if ceiling else 0.0) * 1.25
+        measure = math.ceil(payloads.YZJ_SHARE * rate * self.o.duration) + self.y_slots
+        warm = math.ceil(payloads.YZJ_SHARE * rate * max(self.o.warmup, 1)) + 100
+        started = time.perf_counter()
+        pool = self.small_pool + payloads.yzj_pool(self.y_slots, measure - self.y_slots, self.now)
+        warm_pool = payloads.yzj_pool(100_000_000, warm, self.now)
+        self.webhooks_measure = payloads.write_entries(self.workdir / "webhooks-measure.txt",
+                                                       self.slots, pool=pool)
+        self.webhooks_warm = payloads.write_entries(self.workdir / "webhooks-warm.txt",
+                                                    self.slots, pool=warm_pool)
+        self.pool_size = len(pool)
+        self.pool_seconds = time.perf_counter() - started
+
+    def naive(self) -> Row:
+        row = Row(NAIVE)
+        path = self.workdir / "naive.db"
+        assert self.webhooks_measure is not None and self.webhooks_warm is not None
+        server = Server("naive", "bench.servers:naive_app", workdir=self.workdir, factory=True,
+                        env={"BENCH_NAIVE_DB": str(path)})
+        marks: list[int] = []
+        with running(server) as s:
+            load = self.warm_and_measure(
+                s, self.webhooks_warm, self.webhooks_measure, connections=self.o.connections,
+                before_measure=lambda: marks.append(stores.naive_mark(path)))
+            self.fill_row(row, s, load, self.o.connections)
+            out = stores.naive_outcome(path, marks[0], load.started)
+        self._applied(row, load, out)
+        row.notes.append("parse (and decrypt), then one INSERT + COMMIT per request; SQLite "
+                         "WAL, synchronous=FULL")
+        return row
+
+    def _rw_env(self, url: str, *, scheduler: bool, sim_url: str | None = None) -> dict[str, str]:
+        env = {
+            "REPLYWINDOW_DATABASE_URL": url,
+            "REPLYWINDOW_WEBHOOK_TOKEN": payloads.TOKEN,
+            "REPLYWINDOW_API_KEYS": payloads.API_KEY,
+            "REPLYWINDOW_RUN_SCHEDULER": "true" if scheduler else "false",
+            "REPLYWINDOW_YZJ_ENCODING_AES_KEY": payloads.AES_KEY,
+        }
+        if sim_url is not None:
+            env |= {
+                "REPLYWINDOW_ITNIO_BASE_URL": sim_url, "REPLYWINDOW_ITNIO_API_KEY": "sim-key",
+                "REPLYWINDOW_ITNIO_API_SECRET": "sim-secret",
+                "REPLYWINDOW_ITNIO_WA_APP_ID": "simWA001",
+                "REPLYWINDOW_ITNIO_SMS_APP_ID": "simSMS01",
+                "REPLYWINDOW_YZJ_BASE_URL": sim_url, "REPLYWINDOW_YZJ_APP_ID": "sim-yzj",
+                "REPLYWINDOW_YZJ_APP_SECRET": "sim-yzj-secret",
+            }
+        return env
+
+    def _replywindow(self, name: str, url: str, **env: Any) -> Server:
+        return Server(name, "receiver.app:app_from_env", workdir=self.workdir, factory=True,
+                      env=self._rw_env(url, **env))
+
+    def webhooks(self, name: str, url: str) -> Row:
+        row = Row(name)
+        assert self.webhooks_measure is not None and self.webhooks_warm is not None
+        marks: list[int] = []
+        with running(self._replywindow(name.split(",")[-1].strip().lower(), url,
+                                       scheduler=False)) as s:
+            load = self.warm_and_measure(
+                s, self.webhooks_warm, self.webhooks_measure, connections=self.o.connections,
+                before_measure=lambda: marks.append(stores.inbox_mark(url)))
+            self.fill_row(row, s, load, self.o.connections)
+            out = stores.inbox_outcome(url, marks[0], load.started)
+        self._applied(row, load, out)
+        return row
+
+    def _applied(self, row: Row, load: LoadResult, out: stores.Outcome) -> None:
+        row.detail["store"] = asdict(out)
+        if out.last_applied_s is not None and out.applied:
+            row.applied_per_s = out.applied / max(out.last_applied_s, 1e-3)
+        else:
+            row.applied_per_s = 0.0
+        states = ", ".join(f"{k} {v}" for k, v in sorted(out.states.items()))
+        row.notes.append(f"acknowledged {load.ok}; stored {out.stored} ({states}); "
+                         f"last applied {out.last_applied_s or 0:.2f} s after the start")
+        if out.stored < load.ok:
+            row.notes.append(f"WARNING: {load.ok - out.stored} acknowledged but not in the store")
+        if out.states.get("duplicate"):
+            row.notes.append("duplicates: the 云真机 pool wrapped (the run outpaced 1.25 x the "
+                             "ceiling)")
+        if out.backlog:
+            row.notes.append(f"backlog: {out.backlog} bodies not applied "
+                             f"when we stopped waiting")
+        elif out.settle_s > 0.5:
+            row.notes.append(f"the last bodies were applied {out.settle_s:.1f} s after the load")
+
+    # -- sending ------------------------------------------------------------------------------
+
+    async def _open_windows(self, service_url: str, recipients: list[str]) -> None:
+        """The customers write first (the simulator's customer_writes_whatsapp, delivered to
+        the webhook), so every send below goes inside an open window."""
+        from sender.simulator import VendorSimulator
+
+        sim = VendorSimulator(webhook_token=payloads.TOKEN, callback_base_url=service_url)
+        for recipient in recipients:
+            sim.customer_writes_whatsapp(BUSINESS, recipient, "hello, a question about my order")
+        gate = asyncio.Semaphore(16)
+        async with httpx.AsyncClient(base_url=service_url, timeout=30) as client:
+            async def post(callback: Any) -> None:
+                async with gate:
+                    answer = await client.post(
+                        f"{callback.url_path}/{payloads.TOKEN}", content=callback.body,
+                        headers={"Content-Type": callback.content_type, **callback.headers})
+                    answer.raise_for_status()
+
+            await asyncio.gather(*(post(c) for c in sim.pending_callbacks))
+            check = await client.get(f"/v1/windows/whatsapp/{BUSINESS}/{recipients[-1]}",
+                                     headers={"Authorization": f"Bearer {payloads.API_KEY}"})
+            if not check.json().get("open"):
+                raise RuntimeError(f"the windows did not open: {check.text}")
+
+    def sends(self) -> tuple[Row, Row]:
+        full, half = Row(SENDS), Row(SENDS_HALF)
+        conns = self.o.api_connections
+        url = stores.sqlite_database(self.workdir, "sends")
+        recipients = [f"9197{i:08d}" for i in range(self.o.recipients)]
+        entries = payloads.write_entries(
+            self.workdir / "sends.txt", payloads.send_slots(BUSINESS, recipients),
+            headers={"Authorization": f"Bearer {payloads.API_KEY}"})
+        sim = Server("simulator", "bench.servers:simulator_app", workdir=self.workdir,
+                     factory=True)
+        with running(sim):
+            service = self._replywindow("sends", url, scheduler=True, sim_url=sim.url)
+            with running(service) as s:
+                asyncio.run(self._open_windows(s.url, recipients))
+                load = self.warm_and_measure(s, entries, entries, connections=conns)
+                self.fill_row(full, s, load, conns)
+                statuses = stores.outbound_statuses(url, load.started)
+                full.detail["outbound"] = statuses
+                full.notes.append(f"{len(recipients)} windows opened by uplinks first; "
+                                  f"messages by status: {statuses}")
+                # The same paced at half that rate: latency when the service is not saturated.
+                target = max(load.ok_per_s / 2, 1.0)
+                slow = self._load(s.url, entries, duration=self.o.duration, connections=conns,
+                                  rate=target)
+                self.fill_row(half, s, slow, conns)
+                half.detail["target_per_s"] = target
+                half.notes.append(f"paced at {target:.0f}/s (half the row above); "
+                                  f"got {slow.ok_per_s:.0f}/s")
+        full.notes.append("the service on SQLite, the simulator as its own uvicorn server, "
+                          "scheduler on")
+        return full, half
+
+    # -- window lookups -----------------------------------------------------------------------
+
+    def lookup(self, name: str, url: str) -> Row:
+        row = Row(name)
+        conns = self.o.api_connections
+        seconds = stores.load_conversations(url, self.o.windows)
+        count = 2000 if self.o.smoke else 20000
+        entries = payloads.write_entries(
+            self.workdir / "lookups.txt", payloads.lookup_slots(count, self.o.windows),
+            headers={"Authorization": f"Bearer {payloads.API_KEY}"})
+        with running(self._replywindow(name.split(",")[-1].strip().lower() + "-windows", url,
+                                       scheduler=False)) as s:
+            account, customer = payloads.conversation_key(0)
+            first = httpx.get(f"{s.url}/v1/windows/whatsapp/{account}/{customer}",
+                              headers={"Authorization": f"Bearer {payloads.API_KEY}"})
+            if first.status_code != 200 or first.json().get("last_inbound_at") is None:
+                raise RuntimeError(f"the loaded windows do not read back: {first.text}")
+            load = self.warm_and_measure(s, entries, entries, connections=conns)
+            self.fill_row(row, s, load, conns)
+        row.detail["loaded_in_s"] = seconds
+        row.notes.append(f"{self.o.windows:,} conversations bulk-loaded in {seconds:.1f} s; "
+                         f"{count:,} distinct lookups (95% in the table)")
+        return row
+
+    # ---- the whole run ------------------------------------------------------------------------
+
+    def attempt(self, name: str, run: Callable[[], Row | tuple[Row, ...]]) -> None:
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        try:
+            result = run()
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            self.rows[name] = Row(name, status="failed", reason=f"{type(exc).__name__}: {exc}")
+            return
+        for row in result if isinstance(result, tuple) else (result,):
+            self.rows[row.name] = row
+        print(f"bench: {name} done in {time.perf_counter() - started:.1f} s", file=sys.stderr,
+              flush=True)
+
+    def skip(self, name: str, reason: str) -> None:
+        self.rows[name] = Row(name, status="skipped", reason=reason)
+
+    def want(self, key: str) -> bool:
+        return not self.o.only or key in self.o.only
+
+    def run(self) -> None:
+        if self.want("ceiling"):
+            self.attempt(CEILING, self.ceiling)
+        self.prepare_pools()
+        if self.want("naive"):
+            self.attempt(NAIVE, self.naive)
+        if self.want("webhooks-sqlite"):
+            self.attempt(RW_SQLITE, lambda: self.webhooks(
+                RW_SQLITE, stores.sqlite_database(self.workdir, "webhooks")))
+        no_pg = f"PostgreSQL not reachable at {_hide_password(self.o.pg_url)}"
+        if not self.want("webhooks-postgres"):
+            pass
+        elif self.pg_version:
+            def pg_webhooks() -> Row:
+                with stores.pg_database(self.o.pg_url, "webhooks") as url:
+                    return self.webhooks(RW_PG, url)
+
+            self.attempt(RW_PG, pg_webhooks)
+        else:
+            self.skip(RW_PG, no_pg)
+        if self.want("sends"):
+            self.attempt(SENDS, self.sends)
+            if SENDS_HALF not in self.rows:
+                self.rows[SENDS_HALF] = Row(SENDS_HALF, status="failed",
+                                            reason="the full-rate run failed")
+        if self.want("lookup-sqlite"):
+            self.attempt(LOOKUP_SQLITE, lambda: self.lookup(
+                LOOKUP_SQLITE, stores.sqlite_database(self.workdir, "windows")))
+        if not self.want("lookup-postgres"):
+            pass
+        elif self.pg_version:
+            def pg_lookup() -> Row:
+                with stores.pg_database(self.o.pg_url, "windows") as url:
+                    return self.lookup(LOOKUP_PG, url)
+
+            self.attempt(LOOKUP_PG, pg_lookup)
+        else:
+            self.skip(LOOKUP_PG, no_pg)
+        self.ratios()
+
+    def ratios(self) -> None:
+        ceiling = self.rows.get(CEILING)
+        naive = self.rows.get(NAIVE)
+        top = ceiling.acked_per_s if ceiling and ceiling.status == "ok" else None
+        base = naive.acked_per_s if naive and naive.status == "ok" else None
+        for name in (CEILING, NAIVE, RW_SQLITE, RW_PG):
+            row = self.rows.get(name)
+            if row is None or row.status != "ok" or row.acked_per_s is None:
+                continue
+            if top:
+                row.ratio_to_ceiling = row.acked_per_s / top
+                if row.applied_per_s is not None:
+                    row.applied_ratio_to_ceiling = row.applied_per_s / top
+            if base:
+                row.ratio_to_naive = row.acked_per_s / base
+
+
+# ---- machine, table, JSON -------------------------------------------------------------------
+
+def _hide_password(url: str) -> str:
+    from sqlalchemy import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        nproc = len(os.sched_getaffinity(0))
+    except AttributeError:
+        nproc = os.cpu_count() or 0
+    mem_kb = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    except OSError:
+        pass
+    return {"nproc": nproc, "cpu": model, "memory_gb": round(mem_kb / 1024 / 1024, 1),
+            "kernel": platform.release(), "python": platform.python_version(),
+            "sqlite": sqlite3.sqlite_version}
+
+
+def loadavg() -> float | None:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def code_version() -> str:
+    """The commit the service's code is at, and whether the tree differs from it."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+COLUMNS = (("scenario", 34, "<"), ("conns", 5, ">"), ("acked/s", 9, ">"), ("p50 ms", 7, ">"),
+           ("p99 ms", 7, ">"), ("p99.9 ms", 8, ">"), ("applied/s", 9, ">"), ("peak RSS", 9, ">"),
+           ("ack/ceil", 8, ">"), ("ack/naive", 9, ">"), ("appl/ceil", 9, ">"))
+
+
+def _line(cells: list[str]) -> str:
+    return "  ".join(f"{c:{align}{width}}" for c, (_, width, align) in zip(cells, COLUMNS,
+                                                                          strict=True)).rstrip()
+
+
+def table(rows: list[Row], header: list[str]) -> str:
+    out = [*header, "", _line([c[0] for c in COLUMNS]),
+           _line(["-" * c[1] for c in COLUMNS])]
+    for row in rows:
+        if row.status != "ok":
+            out.append(f"{row.name:<34}  {row.status}: {row.reason}")
+            continue
+        out.append(_line([
+            row.name, str(row.connections), _num(row.acked_per_s), _ms(row.p50_ms),
+            _ms(row.p99_ms), _ms(row.p999_ms), _num(row.applied_per_s),
+            f"{row.peak_rss_mb:.0f} MB" if row.peak_rss_mb else "-",
+            _ratio(row.ratio_to_ceiling), _ratio(row.ratio_to_naive),
+            _ratio(row.applied_ratio_to_ceiling)]))
+    out.append("")
+    for row in rows:
+        if row.status != "ok":
+            continue
+        process = []
+        if row.rss_start_mb and row.rss_end_mb:
+            process.append(f"RSS {row.rss_start_mb:.0f} -> {row.rss_end_mb:.0f} MB over the run")
+        if row.server_cpu is not None:
+            process.append(f"server process CPU {row.server_cpu:.0%} of a core")
+        notes = [*row.notes, "; ".join(process)] if process else row.notes
+        out.append(f"{row.name}:")
+        out.extend(f"    {note}" for note in notes)
+    return "\n".join(out)
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="replywindow's benchmark: every scenario, one table, "
+                    "bench/results/latest.json.")
+    parser.add_argument("--smoke", action="store_true",
+                        help="every scenario for ~1 s, few connections, 10,000 windows: "
+                             "checks that the harness works")
+    parser.add_argument("--duration", type=float, help="seconds per measured run (default 10)")
+    parser.add_argument("--warmup", type=float, help="seconds of warm-up before each (default 2)")
+    parser.add_argument("--connections", type=int, help="for the webhooks (default 32)")
+    parser.add_argument("--api-connections", type=int,
+                        help="for POST /v1/messages and the window lookups (default 16)")
+    parser.add_argument("--threads", type=int, default=1, help="load generator threads")
+    parser.add_argument("--windows", type=int, help="conversations in the lookup table "
+                                                    "(default 1,000,000)")
+    parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument("--pg-url", help="PostgreSQL to create the run's databases in "
+                                         "(default: $BENCH_DATABASE_URL, $TEST_DATABASE_URL, "
+                                         f"{stores.DEFAULT_PG})")
+    parser.add_argument("--json", type=Path, help="where to write the results "
+                                                  "(default bench/results/latest.json; "
+                                                  "smoke.json with --smoke)")
+    parser.add_argument("--only", help="a comma-separated subset of: " + ", ".join(PARTS)
+                        + " (the ratios need ceiling and naive)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory "
+                                                            "(databases, logs)")
+    a = parser.parse_args(argv)
+    only = frozenset(p.strip() for p in (a.only or "").split(",") if p.strip())
+    if only - set(PARTS):
+        parser.error(f"--only: unknown {', '.join(sorted(only - set(PARTS)))}; "
+                     f"choose from {', '.join(PARTS)}")
+    smoke = a.smoke
+    loadgen = a.loadgen
+    if loadgen == "auto":
+        loadgen = "wrk" if which_wrk() else "python"
+    elif loadgen == "wrk" and not which_wrk():
+        parser.error("wrk is not installed (apt-get install -y wrk), use --loadgen python")
+    return Options(
+        duration=a.duration if a.duration is not None else (1 if smoke else 10),
+        warmup=a.warmup if a.warmup is not None else (0 if smoke else 2),
+        connections=a.connections or (4 if smoke else 32),
+        api_connections=a.api_connections or (4 if smoke else 16),
+        threads=a.threads, slots=600 if smoke else 3000,
+        windows=a.windows or (10_000 if smoke else 1_000_000),
+        recipients=50 if smoke else 1000, smoke=smoke, loadgen=loadgen,
+        pg_url=stores.pg_base_url(a.pg_url),
+        json_path=a.json or RESULTS / ("smoke.json" if smoke else "latest.json"), keep=a.keep,
+        only=only)
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    command = "python -m bench" + ("" if not (argv if argv is not None else sys.argv[1:])
+                                   else " " + shlex.join(argv if argv is not None
+                                                         else sys.argv[1:]))
+    info = machine()
+    info["loadavg_before"] = loadavg()
+    info["code"] = code_version()
+    workdir = Path(tempfile.mkdtemp(prefix="replywindow-bench-"))
+    started = datetime.now(UTC)
+    bench = Bench(opts, workdir)
+    try:
+        bench.run()
+    finally:
+        if not opts.keep:
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
+    rows = [bench.rows[name] for name in SCENARIOS if name in bench.rows]
+    info["loadavg_after"] = loadavg()
+    # Before only: afterwards the average holds the benchmark's own servers and load.
+    before = info["loadavg_before"]
+    busy = before is not None and before > 0.5 * max(1, info["nproc"])
+    header = [
+        f"replywindow benchmark, {started:%Y-%m-%d %H:%M} UTC",
+        f"command:  {command}",
+        f"machine:  {info['nproc']} cores (nproc), {info['cpu']}, {info['memory_gb']} GB, "
+        f"Linux {info['kernel']}; load average {info['loadavg_before']} before the run",
+        f"code:     {info['code']} (git describe --dirty)",
+        f"software: Python {info['python']}, SQLite {info['sqlite']}, "
+        + (f"PostgreSQL {bench.pg_version}" if bench.pg_version else "no PostgreSQL"),
+        f"load:     {describe(opts.loadgen)}, {opts.threads} thread(s); "
+        f"{opts.duration:g} s runs after {opts.warmup:g} s warm-up; "
+        f"{opts.connections} connections (webhooks), {opts.api_connections} (API)",
+        "servers:  one `uvicorn --workers 1` process each, on loopback, no access log",
+        f"payloads: {opts.slots:,} distinct webhook bodies: "
+        + ", ".join(f"{share:.0%} {kind}" for kind, share in payloads.MIX)
+        + f"; every ITNIO id unique per request, {bench.pool_size:,} distinct encrypted "
+          "云真机 bodies",
+        "acked/s: 2xx answers per second.  p50/p99/p99.9: latency as the load generator "
+        "measures it.",
+        "applied/s: bodies whose events are in the store (state 'applied'), divided by the time "
+        "from the run's start to the last applied_at.",
+        "peak RSS: the server process's VmHWM.  ack/ceil, ack/naive, appl/ceil: ratios of "
+        "acked/s (applied/s) to the ceiling's and the naive way's acked/s.",
+    ]
+    skewed = [r.name for r in rows if r.other_cpu is not None and r.other_cpu > OTHER_CPU_LIMIT]
+    if skewed:
+        header.insert(4, f"WARNING:  other work on the machine during: {', '.join(skewed)} "
+                         "(see the notes): those figures are low and noisy")
+    if busy:
+        header.insert(4, "WARNING:  the machine was busy with other work when the run began (load "
+                         "average over half the cores): figures low and noisy")
+    text = table(rows, header)
+    print(text, flush=True)
+    opts.json_path.parent.mkdir(parents=True, exist_ok=True)
+    opts.json_path.write_text(json.dumps({
+        "command": command, "started_at": started.isoformat(), "machine": info,
+        "postgresql": bench.pg_version, "load_generator": describe(opts.loadgen),
+        "options": {k: str(v) if isinstance(v, Path) else sorted(v) if isinstance(v, frozenset)
+                    else v for k, v in asdict(opts).items() if k != "pg_url"},
+        "yzj_pool": bench.pool_size, "mix": dict(payloads.MIX),
+        "scenarios": [asdict(r) for r in rows], "table": text,
+    }, indent=2, ensure_ascii=False) + "\n")
+    print(f"\n(written to {_relative(opts.json_path)})", flush=True)
+    return 1 if any(r.status == "failed" for r in rows) else 0
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

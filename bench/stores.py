@@ -1,0 +1,249 @@
+"""Databases for the runs: fresh SQLite files and fresh PostgreSQL databases (created, migrated
+with store.migrate.upgrade, dropped), the million windows, and what a run left in the store."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, func, make_url, text
+from sqlmodel import Session, col, select
+
+from bench.payloads import conversation_rows
+from store import db, migrate
+from store.models import EventKey, InboxBody, OutboundMessage
+
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def pg_base_url(given: str | None) -> str:
+    return (given or os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
+            or DEFAULT_PG)
+
+
+def pg_version(base: str) -> str | None:
+    """PostgreSQL's version if it answers at `base`, else None."""
+    engine = create_engine(base, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as conn:
+            return str(conn.execute(text("SHOW server_version")).scalar_one())
+    except Exception:
+        return None
+    finally:
+        engine.dispose()
+
+
+def _admin(base: str) -> Any:
+    return create_engine(base, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+
+
+@contextlib.contextmanager
+def pg_database(base: str, purpose: str) -> Iterator[str]:
+    """A database of its own for one run, migrated; dropped afterwards."""
+    name = f"replywindow_bench_{purpose}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = _admin(base)
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    url = make_url(base).set(database=name).render_as_string(hide_password=False)
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        admin = _admin(base)
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        finally:
+            admin.dispose()
+
+
+def sqlite_database(workdir: Path, name: str) -> str:
+    url = f"sqlite:///{workdir / (name + '.db')}"
+    migrate.upgrade(url)
+    return url
+
+
+# ---- a million windows ---------------------------------------------------------------------
+
+CONVERSATION_COLUMNS = ("channel", "account", "customer", "customer_name", "last_inbound_at",
+                        "last_inbound_message_id", "last_outbound_at", "created_at",
+                        "updated_at")
+
+
+class _Times:
+    """Seconds before `now` -> the time as the database's text, remembered (few distinct)."""
+
+    def __init__(self, now: datetime, *, sqlite: bool) -> None:
+        # SQLite: how SQLAlchemy stores a DateTime there (UTCDateTime hands it naive UTC).
+        self.now = now.astimezone(UTC).replace(tzinfo=None)
+        self.suffix = "" if sqlite else "+00"
+        self.cache: dict[int | None, str | None] = {None: None}
+
+    def __call__(self, ago: int | None) -> str | None:
+        text_ = self.cache.get(ago)
+        if text_ is None and ago is not None:
+            when = self.now - timedelta(seconds=ago)
+            text_ = self.cache[ago] = when.strftime("%Y-%m-%d %H:%M:%S.%f") + self.suffix
+        return text_
+
+
+def load_conversations(url: str, count: int) -> float:
+    """Bulk-insert `count` WhatsApp conversations (executemany on SQLite, COPY on
+    PostgreSQL); the seconds it took."""
+    started = time.perf_counter()
+    t = _Times(datetime.now(UTC), sqlite=db.is_sqlite(url))
+    rows = ((ch, acc, cust, name, t(li), mid, t(lo), t(c), t(u))
+            for ch, acc, cust, name, li, mid, lo, c, u in conversation_rows(count))
+    columns = ", ".join(CONVERSATION_COLUMNS)
+    if db.is_sqlite(url):
+        con = sqlite3.connect(make_url(url).database or "")
+        try:
+            # Loading, not measuring: no fsync, and room for the indexes in memory.
+            con.execute("PRAGMA synchronous=OFF")
+            con.execute("PRAGMA cache_size=-524288")
+            con.execute("BEGIN")
+            marks = ", ".join("?" * len(CONVERSATION_COLUMNS))
+            con.executemany(f"INSERT INTO conversations ({columns}) VALUES ({marks})", rows)
+            con.execute("COMMIT")
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            con.close()
+    else:
+        engine = create_engine(url)
+        try:
+            raw = engine.raw_connection()
+            try:
+                cur = raw.cursor()
+                with cur.copy(f"COPY conversations ({columns}) FROM STDIN") as copy:  # type: ignore[attr-defined]
+                    batch: list[str] = []
+                    for row in rows:
+                        batch.append("\t".join("\\N" if v is None else v for v in row))
+                        if len(batch) >= 10_000:
+                            copy.write("\n".join(batch) + "\n")
+                            batch.clear()
+                    if batch:
+                        copy.write("\n".join(batch) + "\n")
+                raw.commit()
+                cur.execute("ANALYZE conversations")
+                raw.commit()
+            finally:
+                raw.close()
+        finally:
+            engine.dispose()
+    return time.perf_counter() - started
+
+
+# ---- what a run left -------------------------------------------------------------------------
+
+FINAL_STATES = ("applied", "duplicate", "flagged", "stored", "failed")
+
+
+@dataclass
+class Outcome:
+    stored: int = 0  # bodies kept
+    states: dict[str, int] = field(default_factory=dict)
+    applied: int = 0  # bodies whose events were applied
+    events: int = 0  # event keys claimed (one per applied event)
+    last_applied_s: float | None = None  # seconds from the run's start to the last applied
+    settle_s: float = 0.0  # how long after the load the last pending body took
+    backlog: int = 0  # bodies still not applied when we stopped waiting
+    rows: dict[str, int] = field(default_factory=dict)  # effects, for the record
+
+
+def inbox_mark(url: str) -> int:
+    engine = db.make_engine(url)
+    try:
+        with Session(engine) as session:
+            return int(session.exec(select(func.coalesce(func.max(InboxBody.id), 0))).one())
+    finally:
+        engine.dispose()
+
+
+def _since(session: Session, mark: int) -> dict[str, int]:
+    rows = session.exec(select(InboxBody.state, func.count()).where(col(InboxBody.id) > mark)
+                        .group_by(InboxBody.state)).all()
+    return {state: int(n) for state, n in rows}
+
+
+def inbox_outcome(url: str, mark: int, started: float, *, patience: float = 10.0,
+                  limit: float = 120.0) -> Outcome:
+    """What the bodies after `mark` became. Waits while some are still not applied (a
+    service that applies after acknowledging), as long as they keep moving."""
+    engine = db.make_engine(url)
+    load_end = time.time()
+    try:
+        with Session(engine) as session:
+            states = _since(session, mark)
+            last_change, previous = time.time(), states
+            while sum(n for s, n in states.items() if s not in FINAL_STATES):
+                if time.time() - last_change > patience or time.time() - load_end > limit:
+                    break
+                time.sleep(0.2)
+                session.rollback()
+                states = _since(session, mark)
+                if states != previous:
+                    last_change, previous = time.time(), states
+            out = Outcome(states=states, stored=sum(states.values()),
+                          applied=states.get("applied", 0))
+            out.backlog = sum(n for s, n in states.items() if s not in FINAL_STATES)
+            out.settle_s = max(0.0, time.time() - load_end) if out.backlog == 0 else 0.0
+            last = session.exec(select(func.max(InboxBody.applied_at)).where(
+                col(InboxBody.id) > mark, InboxBody.state == "applied")).one()
+            if last is not None:
+                out.last_applied_s = last.timestamp() - started
+            out.events = int(session.exec(select(func.count()).select_from(EventKey).where(
+                col(EventKey.inbox_body_id) > mark)).one())
+            for table in ("conversations", "chat_messages", "status_events", "events"):
+                out.rows[table] = int(session.exec(  # type: ignore[call-overload]
+                    text(f"SELECT count(*) FROM {table}")).one()[0])
+            return out
+    finally:
+        engine.dispose()
+
+
+def naive_mark(path: Path) -> int:
+    con = sqlite3.connect(path)
+    try:
+        return int(con.execute("SELECT coalesce(max(id), 0) FROM naive_events").fetchone()[0])
+    finally:
+        con.close()
+
+
+def naive_outcome(path: Path, mark: int, started: float) -> Outcome:
+    con = sqlite3.connect(path)
+    try:
+        count, last = con.execute("SELECT count(*), max(received_at) FROM naive_events "
+                                  "WHERE id > ?", (mark,)).fetchone()
+    finally:
+        con.close()
+    out = Outcome(stored=int(count), applied=int(count), events=int(count),
+                  states={"committed": int(count)})
+    if last is not None:
+        at = datetime.fromisoformat(str(last))
+        at = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+        out.last_applied_s = at.timestamp() - started
+    return out
+
+
+def outbound_statuses(url: str, since: float) -> dict[str, int]:
+    engine = db.make_engine(url)
+    try:
+        with Session(engine) as session:
+            rows = session.exec(
+                select(OutboundMessage.status, func.count())
+                .where(col(OutboundMessage.created_at) >= datetime.fromtimestamp(since, UTC))
+                .group_by(OutboundMessage.status)).all()
+            return {status: int(n) for status, n in rows}
+    finally:
+        engine.dispose()
