@@ -161,37 +161,27 @@ class Sender:
         request = outcomes.send_request(message)
         situation = outcomes.situation(session, channel=message.channel, account=message.account,
                                        recipient=message.recipient, config=self.config)
+        # A fallback re-send exists because the vendor said the window is closed (131047).
         decision = policy.choose_route(request, situation, now=self.clock(),
-                                       margin=self.config.margin)
-        if message.route is None or message.fallback_of is not None:
-            # A scheduled send takes its route when it goes out; a fallback re-send keeps
-            # the route it was given, re-checked here (the template may have been paused).
-            if message.fallback_of is not None:
-                decision = policy.choose_route(request, situation, now=self.clock(),
-                                               margin=self.config.margin, after_custom_failed=True)
+                                       margin=self.config.margin,
+                                       after_custom_failed=message.fallback_of is not None)
+        # The route is decided again when it was never decided (a scheduled send takes its
+        # route when it goes out), for a fallback re-send (its template may have been paused
+        # since), and for a custom message whose window closed after the POST: never spend a
+        # call the vendor would refuse.
+        window_closed_since = (message.route == "custom" and message.channel == "whatsapp"
+                               and decision.route != "custom")
+        if message.route is None or message.fallback_of is not None or window_closed_since:
             if decision.refused:
                 outcomes.record_status(session, message, status="rejected", at=self.clock(),
-                                       config=self.config,
-                                       failure_code=decision.reason,
+                                       config=self.config, failure_code=decision.reason,
                                        failure_reason="refused before sending")
                 return None
-            message.route = decision.route
-            message.fallback_reason = message.fallback_reason or decision.reason
-            bot_events.message_event(session, "message.route", message, now=self.clock(),
-                                     push=self.config.push_events)
-        elif (message.route == "custom" and decision.route != "custom"
-              and message.channel == "whatsapp"):
-            # The window closed between the POST and now: never spend a call the vendor
-            # would refuse; take the fallback the request allowed, or refuse.
-            if decision.refused:
-                outcomes.record_status(session, message, status="rejected", at=self.clock(),
-                                       config=self.config,
-                                       failure_code=decision.reason,
-                                       failure_reason="the window closed before sending")
-                return None
-            message.route, message.fallback_reason = decision.route, decision.reason
-            bot_events.message_event(session, "message.route", message, now=self.clock(),
-                                     push=self.config.push_events)
+            if decision.route != message.route:
+                message.route = decision.route
+                message.fallback_reason = message.fallback_reason or decision.reason
+                bot_events.message_event(session, "message.route", message, now=self.clock(),
+                                         push=self.config.push_events)
         session.add(message)
         delays: tuple[int, ...] = ()
         if message.channel == "wecom":
