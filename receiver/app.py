@@ -23,8 +23,8 @@ from receiver.identity import announce, resolve_bot_secret, resolve_webhook_toke
 from receiver.ingest import Ingestor
 from receiver.metrics import ErrorCountingTransport, Metrics
 from receiver.metrics import route as metrics_route
-from receiver.openapi import route as openapi_route
 from receiver.notifier import Notifier
+from receiver.openapi import route as openapi_route
 from receiver.parsers import parsers
 from receiver.runtime import Clock, Runtime, utcnow
 from receiver.settings import Settings

@@ -11,7 +11,6 @@ from store._dialect import insert
 from store.db import UTCDateTime
 from store.models import Conversation
 
-
 # Plain SQL both databases speak, so it is compiled once (see store/inbox.py CLAIM). The
 # window only grows: a late, older message changes nothing. SET sees the old row throughout.
 RECORD_INBOUND = text("""
