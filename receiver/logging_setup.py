@@ -121,6 +121,7 @@ def uvicorn_log_config() -> dict[str, Any]:
                                  "stream": "ext://sys.stderr"}
     config["root"] = {"handlers": ["app"], "level": "INFO"}
     config["loggers"]["httpx"] = {"level": "WARNING"}
+    config["loggers"]["apscheduler"] = {"level": "WARNING"}  # a line per job run is noise
     for handler in config["handlers"].values():  # uvicorn's errors and their tracebacks too
         handler["filters"] = [*handler.get("filters", []), "log_mask"]
     return config
@@ -133,4 +134,6 @@ def configure() -> None:
         if not any(isinstance(f, LogMask) for f in handler.filters):
             handler.addFilter(LogMask())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per vendor call is noise
+    # The outbox and push jobs run every second: one INFO line per run would drown the log.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     install()
