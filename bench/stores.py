@@ -7,18 +7,16 @@ import contextlib
 import os
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import create_engine, func, make_url, text
 from sqlmodel import Session, col, select
 
 from bench.payloads import conversation_rows
-from store import db, migrate
+from store import databases, db, migrate
 from store.models import EventKey, InboxBody, OutboundMessage
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -41,31 +39,15 @@ def pg_version(base: str) -> str | None:
         engine.dispose()
 
 
-def _admin(base: str) -> Any:
-    return create_engine(base, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
-
-
 @contextlib.contextmanager
 def pg_database(base: str, purpose: str) -> Iterator[str]:
     """A database of its own for one run, migrated; dropped afterwards."""
-    name = f"replywindow_bench_{purpose}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = _admin(base)
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        admin.dispose()
-    url = make_url(base).set(database=name).render_as_string(hide_password=False)
+    url = databases.create_database(base, prefix=f"replywindow_bench_{purpose}")
     try:
         migrate.upgrade(url)
         yield url
     finally:
-        admin = _admin(base)
-        try:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        finally:
-            admin.dispose()
+        databases.drop_database(url)
 
 
 def sqlite_database(workdir: Path, name: str) -> str:

@@ -11,7 +11,6 @@ import logging
 import os
 import re
 import shutil
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +23,7 @@ from starlette.testclient import TestClient
 
 from receiver.app import create_app
 from receiver.settings import Settings
-from store import db, migrate
+from store import databases, db, migrate
 
 TOKEN = "test-webhook-token"
 API_KEY = "test-api-key"
@@ -44,32 +43,17 @@ class FakeClock:
         self.now += timedelta(**delta)
 
 
-def _pg_admin(base: str) -> Engine:
-    return create_engine(make_url(base), isolation_level="AUTOCOMMIT")
-
-
 def _pg_create_test_db(base: str) -> str:
     """A database of its own for this session: concurrent runs never touch each other's."""
-    url = make_url(base)
-    name = f"{url.database or 'postgres'}_replywindow_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = _pg_admin(base)
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        admin.dispose()
-    return name
+    prefix = f"{make_url(base).database or 'postgres'}_replywindow"
+    return str(make_url(databases.create_database(base, prefix=prefix)).database)
 
 
 def _pg_drop_test_db(base: str, name: str) -> None:
     """Best effort: a leftover database is harmless, a failing teardown is not."""
     with contextlib.suppress(Exception):
-        admin = _pg_admin(base)
-        try:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        finally:
-            admin.dispose()
+        databases.drop_database(
+            make_url(base).set(database=name).render_as_string(hide_password=False))
 
 
 @pytest.fixture(scope="session")

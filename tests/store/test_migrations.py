@@ -4,17 +4,16 @@ harmlessly, and come apart and back together again."""
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from alembic.util.exc import CommandError
-from sqlalchemy import create_engine, inspect, make_url, text
+from sqlalchemy import create_engine, inspect, text
 from sqlmodel import SQLModel
 
 import store.models  # noqa: F401  (registers the tables)
-from store import migrate
+from store import databases, migrate
 
 MODEL_TABLES = {table.name for table in SQLModel.metadata.sorted_tables}
 
@@ -29,17 +28,11 @@ def _fresh_postgres() -> Iterator[str]:
     base = os.environ.get("TEST_DATABASE_URL")
     if not base:
         pytest.skip("TEST_DATABASE_URL is not set: no PostgreSQL server to create a database on")
-    server = make_url(base)
-    name = f"replywindow_migrations_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    url = databases.create_database(base, prefix="replywindow_migrations")
     try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        yield server.set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        databases.drop_database(url)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
