@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import cached_property
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -72,7 +73,8 @@ class Settings(BaseSettings):
             return True
         return app_id == configured
 
-    def send_config(self) -> SendConfig:
+    @cached_property
+    def _send_config(self) -> SendConfig:
         return SendConfig(
             margin=timedelta(seconds=self.window_margin_seconds),
             fallback_template=SendConfig.parse_fallback(self.fallback_template),
@@ -81,6 +83,10 @@ class Settings(BaseSettings):
             push_events=bool(self.bot_webhook_url),
             expiring_warning=timedelta(seconds=self.window_expiring_seconds),
         )
+
+    def send_config(self) -> SendConfig:
+        """The sending rules' settings, built once (they are read for every event)."""
+        return self._send_config
 
     def is_yzj_account_configured(self, wxid: str | None) -> bool:
         accounts = self.yzj_account_ids
