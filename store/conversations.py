@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import weakref
 from datetime import datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, case, text
+from sqlalchemy import Engine, bindparam, case, text
+from sqlalchemy.engine import Dialect
 from sqlmodel import Session, col, select
 
 from store._dialect import insert
@@ -71,6 +74,67 @@ def get(session: Session, *, channel: str, account: str, customer: str) -> Conve
         Conversation.customer == customer,
     )
     return session.exec(stmt).first()
+
+
+class WindowTimes(NamedTuple):
+    """What a reply window is made of (the attributes `receiver.windows_api.window_body`
+    reads, as on a Conversation)."""
+
+    last_inbound_at: datetime | None
+    last_outbound_at: datetime | None
+
+
+# GET /v1/windows/whatsapp/{b}/{r}, the bots' hot path: one read by the unique key
+# (uq_conversations_key), no ORM object, no transaction around it.
+WINDOW_SQL = ("SELECT last_inbound_at, last_outbound_at FROM conversations "
+              "WHERE channel = ? AND account = ? AND customer = ?")
+WINDOW_TEXT = text(
+    "SELECT last_inbound_at, last_outbound_at FROM conversations "
+    "WHERE channel = :channel AND account = :account AND customer = :customer"
+).columns(last_inbound_at=UTCDateTime(), last_outbound_at=UTCDateTime())
+
+_TIME = UTCDateTime()
+_time_readers: weakref.WeakKeyDictionary[Dialect, Any] = weakref.WeakKeyDictionary()
+
+
+def _time_reader(dialect: Dialect) -> Any:
+    """The column type's own result conversion for `dialect` (SQLite's text -> aware UTC)."""
+    reader = _time_readers.get(dialect)
+    if reader is None:
+        impl = _TIME.dialect_impl(dialect)
+        reader = _time_readers[dialect] = impl.result_processor(dialect, None) or (lambda v: v)
+    return reader
+
+
+def window_times(engine: Engine, *, channel: str, account: str,
+                 customer: str) -> WindowTimes | None:
+    """The conversation's window times, or None if it has none: one statement, one snapshot.
+
+    SQLite: the DBAPI cursor of a pooled connection, in sqlite3's autocommit mode (the
+    engine's `begin` hook would wrap a SQLAlchemy connection in BEGIN ... ROLLBACK: three
+    statements for one read). A single SELECT is its own read transaction; it never waits
+    for a writer under WAL. Fast enough (tens of microseconds) to run on the event loop.
+    Other databases: Core text() on an AUTOCOMMIT connection (no BEGIN/ROLLBACK round trips).
+    """
+    if engine.dialect.name == "sqlite":
+        raw = engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            try:
+                cursor.execute(WINDOW_SQL, (channel, account, customer))
+                found = cursor.fetchone()
+            finally:
+                cursor.close()
+        finally:
+            raw.close()
+        if found is None:
+            return None
+        convert = _time_reader(engine.dialect)
+        return WindowTimes(convert(found[0]), convert(found[1]))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        row = conn.execute(WINDOW_TEXT, {"channel": channel, "account": account,
+                                         "customer": customer}).first()
+    return None if row is None else WindowTimes(row[0], row[1])
 
 
 def by_last_inbound(session: Session, *, after: datetime, until: datetime, unanswered: bool,

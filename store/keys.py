@@ -6,6 +6,7 @@ import hashlib
 import secrets
 from datetime import datetime
 
+from sqlalchemy import event
 from sqlmodel import Session, col, or_, select
 
 from store.models import ApiKey
@@ -28,9 +29,29 @@ def create(session: Session, *, name: str, accounts: list[str] | None,
 
 
 def find_active(session: Session, key: str) -> ApiKey | None:
-    stmt = select(ApiKey).where(ApiKey.key_hash == digest(key),
-                                col(ApiKey.revoked_at).is_(None))
+    return find_active_digest(session, digest(key))
+
+
+def find_active_digest(session: Session, key_hash: str) -> ApiKey | None:
+    stmt = select(ApiKey).where(ApiKey.key_hash == key_hash, col(ApiKey.revoked_at).is_(None))
     return session.exec(stmt).first()
+
+
+# Revocations made by this process, counted: a cache of valid keys (receiver/auth.py) drops
+# what it holds when the count moves, so a key revoked here stops working at once. Revoked
+# elsewhere (another process, another replica) it stops when the cache entry expires.
+# (Two threads bumping at once may count one, but the count moves either way.)
+_revocation_count = 0
+
+
+def revocations() -> int:
+    """How many times this process has revoked (or tried to revoke) a key."""
+    return _revocation_count
+
+
+def _revoked(*_args: object) -> None:
+    global _revocation_count
+    _revocation_count += 1
 
 
 def all_keys(session: Session) -> list[ApiKey]:
@@ -65,5 +86,8 @@ def revoke(session: Session, *, ref: str, now: datetime) -> ApiKey | None:
         row.revoked_at = now
         session.add(row)
         session.flush()
+        # Now, and again once committed: a lookup between the two may have cached the key.
+        _revoked()
+        event.listen(session, "after_commit", _revoked, once=True)
         return row
     return rows[-1] if rows else None

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session
 from starlette.testclient import TestClient
 
+from store import db
 from tests.conftest import DATA, TOKEN, FakeClock
 
 WA = f"/webhooks/itnio/whatsapp/{TOKEN}"
@@ -202,3 +205,94 @@ def test_a_window_opened_by_a_push_with_a_plus_is_found_by_digits(
         assert (window["business_phone"], window["recipient"]) == (BUSINESS, CUSTOMER)
     [listed] = client.get("/v1/windows", headers=auth).json()["windows"]
     assert (listed["business_phone"], listed["recipient"]) == (BUSINESS, CUSTOMER)
+
+
+# --- keys from the database, remembered for a few seconds ------------------------------------
+
+def _db_key(engine: Engine, clock: FakeClock, accounts: list[str] | None = None) -> str:
+    from store import keys
+
+    with Session(db.writer(engine)) as session, session.begin():
+        _, key = keys.create(session, name="bot", accounts=accounts, now=clock.now)
+    return key
+
+
+def _revoke_elsewhere(engine: Engine) -> None:
+    """What `replywindow keys revoke` in another process does: the row only."""
+    from sqlalchemy import text
+
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE api_keys SET revoked_at = created_at"))
+
+
+def test_a_key_revoked_elsewhere_stops_working_once_the_cache_has_expired(
+        client: TestClient, clock: FakeClock, engine: Engine) -> None:
+    from receiver.auth import KEY_CACHE_TTL
+
+    key = _db_key(engine, clock)
+    bearer = {"Authorization": f"Bearer {key}"}
+    assert client.get(WINDOW_URL, headers=bearer).status_code == 200  # verified, remembered
+
+    _revoke_elsewhere(engine)
+
+    clock.advance(seconds=KEY_CACHE_TTL.total_seconds() - 0.5)
+    assert client.get(WINDOW_URL, headers=bearer).status_code == 200  # still remembered
+    clock.advance(seconds=0.5)
+    assert client.get(WINDOW_URL, headers=bearer).status_code == 401
+    assert client.get("/v1/windows", headers=bearer).status_code == 401
+
+
+def test_a_key_revoked_by_this_process_stops_working_at_once(
+        client: TestClient, clock: FakeClock, engine: Engine) -> None:
+    from store import keys
+
+    key = _db_key(engine, clock)
+    bearer = {"Authorization": f"Bearer {key}"}
+    assert client.get(WINDOW_URL, headers=bearer).status_code == 200
+
+    with Session(db.writer(engine)) as session, session.begin():
+        keys.revoke(session, ref="bot", now=clock.now)
+
+    assert client.get(WINDOW_URL, headers=bearer).status_code == 401
+
+
+def test_a_remembered_key_keeps_its_scope(client: TestClient, clock: FakeClock,
+                                          engine: Engine) -> None:
+    uplink(client, clock)
+    key = _db_key(engine, clock, accounts=[BUSINESS])
+    bearer = {"Authorization": f"Bearer {key}"}
+    other = f"/v1/windows/whatsapp/91800000000/{CUSTOMER}"
+
+    for _ in range(2):  # the first verifies the key in the database, the second remembers it
+        assert client.get(WINDOW_URL, headers=bearer).json()["open"] is True
+        forbidden = client.get(other, headers=bearer)
+        assert forbidden.status_code == 403
+        assert forbidden.json()["error"] == "forbidden"
+
+
+def test_a_wrong_key_is_never_remembered_and_a_new_one_works_at_once(
+        client: TestClient, clock: FakeClock, engine: Engine) -> None:
+    key = _db_key(engine, clock)
+    for _ in range(3):
+        assert client.get(WINDOW_URL, headers={"Authorization": f"Bearer {key}x"}
+                          ).status_code == 401
+    assert client.get(WINDOW_URL, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    second = _db_key(engine, clock)
+    assert client.get(WINDOW_URL, headers={"Authorization": f"Bearer {second}"}
+                      ).status_code == 200
+
+
+def test_the_key_cache_is_bounded_and_a_clock_gone_back_expires_it() -> None:
+    from receiver.auth import Caller, KeyCache
+    from store import keys
+
+    now = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+    cache = KeyCache(ttl=timedelta(seconds=5), size=3)
+    for n in range(5):
+        cache.put(f"h{n}", Caller(f"db:{n}", None), now=now, revocations=keys.revocations())
+
+    assert len(cache) == 3
+    assert cache.get("h0", now) is None  # the oldest went first
+    assert cache.get("h4", now) == Caller("db:4", None)
+    assert cache.get("h4", now - timedelta(seconds=1)) is None
+    assert cache.get("h4", now) is None  # and it is gone
