@@ -3,6 +3,7 @@ engine, the HTTP client, the ingest writer and the scheduler, and tears them dow
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -10,7 +11,7 @@ from typing import Any
 
 import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -18,6 +19,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from receiver import events_api, messages_api, reports_api, webhooks, windows_api
+from receiver.applier import Applier, Drainer
+from receiver.applier_process import ApplierProcess
 from receiver.errors import exception_handlers
 from receiver.identity import announce, resolve_bot_secret, resolve_webhook_token
 from receiver.ingest import Ingestor
@@ -98,7 +101,14 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
         notifier = Notifier()
         metrics = Metrics(engine, clock)
         yzj_host = httpx.URL(settings.yzj_base_url).host
-        ingestor = Ingestor(engine, settings, clock, on_commit=notifier.notify)
+        applier = _applier(settings, engine, clock, notifier)
+        applier.start()
+
+        def stored() -> None:
+            notifier.notify()
+            applier.wake()
+
+        ingestor = Ingestor(engine, on_commit=stored)
         await ingestor.start()
         scheduler = AsyncIOScheduler(timezone="UTC")
         timeout = httpx.Timeout(settings.vendor_timeout_seconds,
@@ -116,7 +126,8 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
             pusher = (BotPusher(engine, url=settings.bot_webhook_url, secret=bot_secret,
                                 http=bot_http, clock=clock)
                       if settings.bot_webhook_url else None)
-            runtime = Runtime(settings=settings, engine=engine, ingestor=ingestor, http=http,
+            runtime = Runtime(settings=settings, engine=engine, ingestor=ingestor,
+                              applier=applier, http=http,
                               scheduler=scheduler, clock=clock, webhook_token=token,
                               parsers=read, sender=sender, notifier=notifier, pusher=pusher,
                               metrics=metrics)
@@ -132,12 +143,12 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
                 for attempt in list(runtime.background):
                     attempt.cancel()  # the message stays `sending`; the lease sweep settles it
                 await ingestor.stop()
+                await _stop(applier)
                 engine.dispose()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        *webhooks.routes,
         *windows_api.routes,
         *messages_api.routes,
         *events_api.routes,
@@ -145,8 +156,35 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
         metrics_route,
         openapi_route,
     ]
-    return Starlette(routes=routes, lifespan=lifespan,
-                     exception_handlers=exception_handlers)  # type: ignore[arg-type]
+    return ReplyWindow(routes=routes, lifespan=lifespan,
+                       exception_handlers=exception_handlers)  # type: ignore[arg-type]
+
+
+class ReplyWindow(Starlette):
+    """Starlette, with the vendor webhooks answered before routing and middleware: they are
+    the hot path (receiver/webhooks.py), and their errors are answered there."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(webhooks.PREFIX):
+            await webhooks.handle(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def _applier(settings: Settings, engine: Engine, clock: Clock,
+             notifier: Notifier) -> Applier | ApplierProcess:
+    loop = asyncio.get_running_loop()
+    if settings.applier == "process":
+        return ApplierProcess(settings, engine, on_applied=notifier.notify)
+    return Applier(Drainer(engine, settings, clock,
+                           on_applied=lambda: loop.call_soon_threadsafe(notifier.notify)))
+
+
+async def _stop(applier: Applier | ApplierProcess) -> None:
+    if isinstance(applier, ApplierProcess):
+        await applier.stop()
+    else:
+        await run_in_threadpool(applier.stop)
 
 
 def app_from_env() -> Starlette:

@@ -1,12 +1,16 @@
 """Applying parsed events to the store, each exactly once (its key is claimed first).
 
-Runs inside the caller's transaction; never commits.
+Runs inside the caller's transaction; never commits. `apply_many` applies a batch of bodies
+with the per-batch work of store/batch.py (one claim for all keys, inserts deferred to one
+executemany each); `apply_events` one body on its own, each event claimed as it comes.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import Session
 
@@ -16,6 +20,7 @@ from sender import events as bot_events
 from sender import outcomes, policy
 from sender.outcomes import SendConfig
 from sender.window import inbound_time
+from store import batch as batch_module
 from store import conversations, db, inbox, messages, optouts, outbox, templates
 from store.models import InboxBody, OutboundMessage
 
@@ -53,8 +58,61 @@ def apply_body(session: Session, body: InboxBody, *, events: list[Event], settin
     return state
 
 
+@dataclass
+class Batch:
+    """What a batch learnt up front (store/batch.py), and the inserts it holds back."""
+
+    claimed: set[str]  # keys this batch claimed; the first event with the key takes it
+    known_refs: set[str]  # vendor ids and client refs some outbound message carries
+    may_adopt: bool  # some WhatsApp send is held as unknown
+    deferred: batch_module.Deferred = field(default_factory=batch_module.Deferred)
+
+
+def _to_apply(event: Event, settings: Settings) -> bool:
+    return not isinstance(event, Unhandled) and is_owned(event.owner, settings)
+
+
+def _client_ref(event: StatusReported) -> str | None:
+    return (outcomes.wecom_message_ref(event.client_ref) if event.channel == "wecom"
+            else event.client_ref)
+
+
+def apply_many(session: Session, bodies: list[tuple[int, datetime, list[Event]]], *,
+               settings: Settings, now: datetime) -> list[str]:
+    """Apply the events of many (inbox_body_id, received_at, events) bodies, in order; the
+    state of each. Same effects as `apply_events` body after body, in fewer statements."""
+    wanted = [(event.key, body_id) for body_id, _, events in bodies for event in events
+              if _to_apply(event, settings)]
+    statuses = [event for _, _, events in bodies for event in events
+                if isinstance(event, StatusReported)]
+    context = Batch(
+        claimed=batch_module.claim_keys(session, wanted, now=now),
+        known_refs=batch_module.known_refs(
+            session, vendor_ids=[e.vendor_message_id for e in statuses if e.vendor_message_id],
+            client_refs=[ref for e in statuses if (ref := _client_ref(e))]),
+        may_adopt=(any(e.channel == "whatsapp" for e in statuses)
+                   and batch_module.any_unknown_whatsapp(session)),
+    )
+    states = [apply_events(session, events=events, inbox_body_id=body_id,
+                           received_at=received_at, settings=settings, now=now, batch=context)
+              for body_id, received_at, events in bodies]
+    context.deferred.flush(session)
+    return states
+
+
+def _claim(session: Session, event: Event, *, inbox_body_id: int | None, now: datetime,
+           batch: Batch | None) -> bool:
+    if batch is None:
+        return inbox.claim_key(session, key=event.key, inbox_body_id=inbox_body_id, now=now)
+    if event.key in batch.claimed:
+        batch.claimed.discard(event.key)  # a second event with the key is a duplicate
+        return True
+    return False
+
+
 def apply_events(session: Session, *, events: list[Event], inbox_body_id: int | None,
-                 received_at: datetime, settings: Settings, now: datetime) -> str:
+                 received_at: datetime, settings: Settings, now: datetime,
+                 batch: Batch | None = None) -> str:
     """Apply what is new in `events`; the body's resulting state."""
     outcomes = set()
     for event in events:
@@ -64,24 +122,27 @@ def apply_events(session: Session, *, events: list[Event], inbox_body_id: int | 
             logger.warning("event for an account not configured: stored, not applied",
                            extra={"action": "webhook_flagged", "owner_kind": event.owner.kind})
             outcomes.add("flagged")
-        elif not inbox.claim_key(session, key=event.key, inbox_body_id=inbox_body_id, now=now):
+        elif not _claim(session, event, inbox_body_id=inbox_body_id, now=now, batch=batch):
             outcomes.add("duplicate")
         else:
             _apply(session, event, inbox_body_id=inbox_body_id, received_at=received_at,
-                   config=settings.send_config(), now=now)
+                   config=settings.send_config(), now=now, batch=batch)
             outcomes.add("applied")
     return next((state for state in _STATE_ORDER if state in outcomes), "stored")
 
 
 def _apply(session: Session, event: Event, *, inbox_body_id: int | None,
-           received_at: datetime, config: SendConfig, now: datetime) -> None:
+           received_at: datetime, config: SendConfig, now: datetime,
+           batch: Batch | None) -> None:
     if isinstance(event, ChatSeen):
         _apply_chat(session, event, inbox_body_id=inbox_body_id, received_at=received_at,
-                    push=config.push_events, now=now)
+                    push=config.push_events, now=now, batch=batch)
     elif isinstance(event, StatusReported):
         _apply_status(session, event, inbox_body_id=inbox_body_id, received_at=received_at,
-                      config=config, now=now)
+                      config=config, now=now, batch=batch)
     elif isinstance(event, TemplateChanged):
+        if batch is not None:
+            batch.deferred.flush(session)
         templates.record_status(
             session, vendor_template_id=event.vendor_template_id, name=event.name,
             language=event.language, status=event.status, reason=event.reason,
@@ -90,7 +151,8 @@ def _apply(session: Session, event: Event, *, inbox_body_id: int | None,
 
 
 def _apply_chat(session: Session, event: ChatSeen, *, inbox_body_id: int | None,
-                received_at: datetime, push: bool, now: datetime) -> None:
+                received_at: datetime, push: bool, now: datetime,
+                batch: Batch | None) -> None:
     # A timestamp in the future is clamped to when we received the message.
     at = inbound_time(event.sent_at, received_at=received_at)
     if event.direction == "in":
@@ -100,50 +162,73 @@ def _apply_chat(session: Session, event: ChatSeen, *, inbox_body_id: int | None,
             customer_name=event.customer_name, now=now,
         )
         if event.channel in ("whatsapp", "sms"):
-            _record_opt_choice(session, event, at=at)
-        bot_events.inbound(session, channel=event.channel, account=event.account,
-                           customer=event.customer, message_id=event.vendor_message_id,
-                           msg_type=event.msg_type, text=event.text, content=event.content,
-                           sent_at=at, customer_name=event.customer_name, now=now, push=push)
+            _record_opt_choice(session, event, at=at, batch=batch)
+        _write(session, batch, "bot_events", bot_events.inbound_row(
+            channel=event.channel, account=event.account, customer=event.customer,
+            message_id=event.vendor_message_id, msg_type=event.msg_type, text=event.text,
+            content=event.content, sent_at=at, customer_name=event.customer_name, now=now,
+            push=push))
     else:
         conversation_id = conversations.record_outbound(
             session, channel=event.channel, account=event.account, customer=event.customer,
             message_at=at, now=now,
         )
-    messages.add_chat_message(
-        session, conversation_id=conversation_id, channel=event.channel,
-        direction=event.direction, vendor_message_id=event.vendor_message_id,
-        msg_type=event.msg_type, text=event.text, content=event.content, sent_at=at,
-        received_at=received_at, inbox_body_id=inbox_body_id,
-    )
+    _write(session, batch, "chat_messages", {
+        "conversation_id": conversation_id, "channel": event.channel,
+        "direction": event.direction, "vendor_message_id": event.vendor_message_id,
+        "msg_type": event.msg_type, "text": event.text, "content": event.content,
+        "sent_at": at, "received_at": received_at, "inbox_body_id": inbox_body_id,
+    })
 
 
-def _record_opt_choice(session: Session, event: ChatSeen, *, at: datetime) -> None:
+def _write(session: Session, batch: Batch | None, kind: str, row: dict[str, Any]) -> None:
+    """Insert `row` now, or (in a batch) with the batch's others of its `kind`."""
+    deferred = batch.deferred if batch is not None else batch_module.Deferred()
+    getattr(deferred, kind).append(row)
+    if batch is None:
+        deferred.flush(session)
+
+
+def _record_opt_choice(session: Session, event: ChatSeen, *, at: datetime,
+                       batch: Batch | None) -> None:
     if policy.is_stop_word(event.text) or policy.is_start_word(event.text):
+        if batch is not None:
+            batch.deferred.flush(session)
         optouts.record(session, customer=event.customer,
                        opted_out=policy.is_stop_word(event.text),
                        source=f"{event.channel}:{(event.text or '').strip()[:40]}", at=at)
 
 
 def _apply_status(session: Session, event: StatusReported, *, inbox_body_id: int | None,
-                  received_at: datetime, config: SendConfig, now: datetime) -> None:
+                  received_at: datetime, config: SendConfig, now: datetime,
+                  batch: Batch | None) -> None:
     at = inbound_time(event.occurred_at, received_at=received_at)
-    client_ref = (outcomes.wecom_message_ref(event.client_ref) if event.channel == "wecom"
-                  else event.client_ref)
+    client_ref = _client_ref(event)
+    fields = {
+        "channel": event.channel, "vendor_message_id": event.vendor_message_id,
+        "client_ref": client_ref, "message_id": None, "status": event.status,
+        "occurred_at": at, "received_at": received_at, "failure_code": event.failure_code,
+        "failure_reason": event.failure_reason,
+        "detail": {**event.detail, "billable": event.billable, "api_send_id": event.client_ref,
+                   "conversation_type": event.conversation_type, "cost": event.cost},
+        "inbox_body_id": inbox_body_id,
+    }
+    if batch is not None:
+        ours = (event.vendor_message_id in batch.known_refs or client_ref in batch.known_refs
+                or (batch.may_adopt and event.channel == "whatsapp"))
+        if not ours:  # about no message of ours: kept, for when our call's answer names it
+            batch.deferred.status_events.append(fields)
+            return
+        batch.deferred.flush(session)
     message = messages.find_outbound(session, channel=event.channel,
                                      vendor_message_id=event.vendor_message_id,
                                      client_ref=client_ref)
     if message is None and event.channel == "whatsapp" and event.vendor_message_id:
         message = _adopt_unknown(session, event, at=at)
-    row = messages.add_status_event(
-        session, channel=event.channel, vendor_message_id=event.vendor_message_id,
-        client_ref=client_ref, message_id=message.id if message else None,
-        status=event.status, occurred_at=at, received_at=received_at,
-        failure_code=event.failure_code, failure_reason=event.failure_reason,
-        detail={**event.detail, "billable": event.billable, "api_send_id": event.client_ref,
-                "conversation_type": event.conversation_type, "cost": event.cost},
-        inbox_body_id=inbox_body_id,
-    )
+        if message is not None and batch is not None:
+            batch.known_refs.add(event.vendor_message_id)
+    row = messages.add_status_event(session, **{**fields,
+                                                "message_id": message.id if message else None})
     if message is not None:
         outcomes.apply_event(session, message, row, config=config, now=now)
     # else kept: applied when our own call's answer names this message

@@ -19,9 +19,11 @@ import httpx
 import uvicorn
 
 from receiver.app import create_app
+from receiver.applier import wait_applied
 from receiver.settings import Settings
 from sender.simulator import VendorSimulator
 from store import migrate
+from store.db import make_engine
 
 TOKEN = "demo-webhook-token"
 API_KEY = "demo-api-key"
@@ -79,7 +81,7 @@ class Demo:
             itnio_wa_app_id="simWA001", itnio_sms_app_id="simSMS01",
             yzj_base_url=sim_url, yzj_app_id="sim-yzj", yzj_app_secret="sim-yzj-secret",
             yzj_encoding_aes_key=AES_KEY, run_scheduler=True, wecom_confirm_seconds=600,
-            _env_file=None,  # type: ignore[call-arg]
+            applier="thread", _env_file=None,  # type: ignore[call-arg]
         )
         self.bot = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.service_port}",
                                      headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10)
@@ -89,6 +91,7 @@ class Demo:
 
     async def callbacks_arrive(self) -> None:
         await self.sim.deliver_callbacks()
+        await asyncio.to_thread(wait_applied, self.engine)  # acknowledged, then applied
 
     async def send(self, body: dict[str, Any]) -> dict[str, Any]:
         response = await self.bot.post("/v1/messages", json=body)
@@ -102,6 +105,7 @@ class Demo:
 
     async def run(self) -> list[dict[str, Any]]:
         migrate.upgrade(self.db_url)
+        self.engine = make_engine(self.db_url)
         app = create_app(self.settings, clock=self.clock)
         servers = [await _serve(self.sim.app, self.sim_port),
                    await _serve(app, self.service_port)]
@@ -113,6 +117,7 @@ class Demo:
                 await task
             await self.bot.aclose()
             await self.callbacks.aclose()
+            self.engine.dispose()
 
     async def play(self) -> list[dict[str, Any]]:
         ids = []
@@ -185,7 +190,6 @@ class Demo:
         from receiver.app import itnio_client
         from sender import sweeps
         from sender.service import Sender
-        from store.db import make_engine
 
         engine: Engine = make_engine(self.db_url)
         async with httpx.AsyncClient(timeout=5) as http:

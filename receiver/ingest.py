@@ -1,41 +1,37 @@
 """Group commit for webhook bodies.
 
-Every webhook request hands its body to `Ingestor.submit` and waits. One writer thread takes
-whatever has queued up, stores and applies it all in one transaction, commits, and only then
+Every webhook request hands its parsed body to `Ingestor.submit` and waits. One writer thread
+takes whatever has queued up, stores it all as `pending` in one insert, commits, and only then
 releases the waiting requests: each callback is durable before its 200, yet a burst of
-callbacks costs one commit, not one each.
+callbacks costs one commit, not one each. Its effects are applied afterwards, from the stored
+rows, by the applier (receiver/applier.py): nothing but an insert and a commit stands between
+a vendor and its acknowledgement.
 
-Each body is stored in its own savepoint, so one body the database refuses cannot take the
-others down with it. Replicas on PostgreSQL take turns writing batches (a transaction-scoped
-advisory lock): two batches touching the same customers in a different order would otherwise
-deadlock. Any deadlock left (with the sender's transactions) rolls back the whole batch and
-retries it; a body is never answered 200 with its effects lost.
+If the batch's insert fails, each body is stored in its own savepoint, so one body the
+database refuses is quarantined without taking the others down with it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from receiver.apply import apply_body, apply_events
 from receiver.errors import Unavailable
 from receiver.events import Event
-from receiver.settings import Settings
 from store import db, inbox
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 512
 ATTEMPTS = 4
-INGEST_LOCK = 7_361_522_042
 
 
 @dataclass
@@ -53,97 +49,59 @@ class Received:
     parser_failure: str | None = None
 
 
-def _store_one(session: Session, item: Received, *, settings: Settings, now: datetime) -> str:
-    if item.error_code is not None:
-        inbox.add_quarantined(
-            session, vendor=item.vendor, route=item.route, received_at=item.received_at,
-            headers=item.headers, body=item.body, error=item.error_code,
-            detail=item.error_detail or "",
-        )
-        return "quarantined"
-    row = inbox.add_body(
-        session, vendor=item.vendor, route=item.route, received_at=item.received_at,
-        headers=item.headers, body=item.body,
-        dedup_key=next((e.key for e in item.events if e.key), None), event_count=len(item.events),
-    )
-    if item.parser_failure is not None:
-        row.state, row.detail = "failed", item.parser_failure
-    else:
-        row.state = apply_body(session, row, events=item.events, settings=settings, now=now)
-    session.add(row)
-    session.flush()
-    return row.state
+def _quarantine(session: Session, item: Received, *, error: str, detail: str) -> None:
+    inbox.add_quarantined(session, vendor=item.vendor, route=item.route,
+                          received_at=item.received_at, headers=item.headers, body=item.body,
+                          error=error, detail=detail)
 
 
-def store_batch(session: Session, items: list[Received], *, settings: Settings,
-                now: datetime) -> list[str]:
-    """Store and apply `items` in the session's transaction; the state of each.
+def _row(item: Received) -> dict[str, Any]:
+    failed = item.parser_failure is not None
+    return {"vendor": item.vendor, "route": item.route, "received_at": item.received_at,
+            "headers": item.headers, "body": item.body,
+            "state": "failed" if failed else "pending",
+            "dedup_key": next((e.key for e in item.events if e.key), None),
+            "event_count": len(item.events), "detail": item.parser_failure}
 
-    `unstorable`: the database refused the body as parsed (it is kept in the quarantine).
-    """
+
+def store_batch_fast(session: Session, items: list[Received]) -> list[str]:
+    """The common case: every readable body in one insert, `pending` for the applier. Any
+    failure raises, and the caller redoes the batch with `store_batch`."""
+    rows = []
+    for item in items:
+        if item.error_code is not None:
+            _quarantine(session, item, error=item.error_code, detail=item.error_detail or "")
+        else:
+            rows.append(_row(item))
+    if rows:
+        inbox.add_pending(session, rows)
+    return ["quarantined" if item.error_code is not None else
+            "failed" if item.parser_failure is not None else "pending" for item in items]
+
+
+def store_batch(session: Session, items: list[Received]) -> list[str]:
+    """Body by body, each in its own savepoint: one the database refuses is quarantined as
+    `unstorable` and answered 400, and the others are stored all the same."""
     states = []
     for item in items:
         try:
             with session.begin_nested():
-                states.append(_store_one(session, item, settings=settings, now=now))
+                states.extend(store_batch_fast(session, [item]))
         except Exception as exc:
             if db.is_transient(exc):
                 raise
             logger.error("a webhook body could not be stored as parsed; quarantined",
                          exc_info=exc, extra={"action": "webhook_unstorable"})
             with session.begin_nested():
-                inbox.add_quarantined(
-                    session, vendor=item.vendor, route=item.route,
-                    received_at=item.received_at, headers=item.headers, body=item.body,
-                    error="unstorable", detail=f"{type(exc).__name__}"[:2000],
-                )
+                _quarantine(session, item, error="unstorable", detail=type(exc).__name__)
             states.append("unstorable")
     return states
 
 
-def store_batch_fast(session: Session, items: list[Received], *, settings: Settings,
-                     now: datetime) -> list[str]:
-    """The common case, in few statements: every body in one insert, effects applied, every
-    state in one update. Any failure raises, and the caller redoes the batch with
-    `store_batch`, which stores each body in its own savepoint."""
-    for item in items:
-        if item.error_code is not None:
-            inbox.add_quarantined(
-                session, vendor=item.vendor, route=item.route, received_at=item.received_at,
-                headers=item.headers, body=item.body, error=item.error_code,
-                detail=item.error_detail or "",
-            )
-    stored = [item for item in items if item.error_code is None]
-    ids = inbox.add_bodies(session, [
-        {"vendor": item.vendor, "route": item.route, "received_at": item.received_at,
-         "headers": item.headers, "body": item.body, "state": "pending",
-         "dedup_key": next((e.key for e in item.events if e.key), None),
-         "event_count": len(item.events), "detail": None, "applied_at": None}
-        for item in stored
-    ]) if stored else []
-    states: dict[int, str] = {}
-    updates = []
-    for item, body_id in zip(stored, ids, strict=True):
-        if item.parser_failure is not None:
-            state, applied_at, detail = "failed", None, item.parser_failure
-        else:
-            state = apply_events(session, events=item.events, inbox_body_id=body_id,
-                                 received_at=item.received_at, settings=settings, now=now)
-            applied_at, detail = now, None
-        states[id(item)] = state
-        updates.append((body_id, state, applied_at, detail))
-    if updates:
-        inbox.set_states(session, updates)
-    return [states.get(id(item), "quarantined") for item in items]
-
-
 class Ingestor:
-    def __init__(self, engine: Engine, settings: Settings, clock: Callable[[], datetime], *,
-                 on_commit: Callable[[], None] | None = None) -> None:
+    def __init__(self, engine: Engine, *, on_commit: Callable[[], None] | None = None) -> None:
         self._engine = db.writer(engine)
         self._on_commit = on_commit
-        self._settings = settings
-        self._clock = clock
         self._queue: asyncio.Queue[tuple[Received, asyncio.Future[str]] | None] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="replywindow-ingest")
         self._task: asyncio.Task[None] | None = None
@@ -162,7 +120,7 @@ class Ingestor:
         self._executor.shutdown(wait=True)
 
     async def submit(self, item: Received, *, timeout: float) -> str:
-        """Store (and apply) `item`; returns once it is committed. Raises Unavailable if that
+        """Store `item`; returns its stored state once it is committed. Raises Unavailable if that
         takes over `timeout` seconds: the body may still be stored, but it is not acknowledged
         (a vendor that retries is deduplicated; one that does not still finds it stored)."""
         if self._task is None or self._closing:
@@ -170,7 +128,8 @@ class Ingestor:
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((item, future))
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
+            async with asyncio.timeout(timeout):  # a timer, not a task per request
+                return await future
         except TimeoutError:
             raise Unavailable("The store is slow; the body may be kept but is not "
                               "acknowledged. Retry later.") from None
@@ -227,16 +186,8 @@ class Ingestor:
             return self._transaction(items, store_batch)
 
     def _transaction(self, items: list[Received],
-                     store: Callable[..., list[str]]) -> list[str]:
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                with Session(self._engine) as session, session.begin():
-                    db.serialize_writers(session, INGEST_LOCK)
-                    return store(session, items, settings=self._settings, now=self._clock())
-            except Exception as exc:
-                if not db.is_transient(exc) or attempt == ATTEMPTS:
-                    raise
-                logger.warning("webhook batch met a deadlock or a lock; retrying",
-                               extra={"action": "webhook_batch_retry", "attempt": attempt})
-                time.sleep(0.01 * attempt)
-        raise AssertionError("unreachable")
+                     store: Callable[[Session, list[Received]], list[str]]) -> list[str]:
+        def work() -> list[str]:
+            with Session(self._engine) as session, session.begin():
+                return store(session, items)
+        return db.retrying(work, attempts=ATTEMPTS, what="a webhook batch")

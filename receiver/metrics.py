@@ -5,7 +5,7 @@ the tests, must not collide):
 
 - Counted in this process, lost on restart, summed across replicas by Prometheus:
     replywindow_webhooks_received_total{vendor,route,outcome}
-    replywindow_webhook_processing_seconds{vendor,route}     receipt -> durable and applied
+    replywindow_webhook_processing_seconds{vendor,route}     receipt -> durable (acknowledged)
     replywindow_vendor_request_duration_seconds{vendor,endpoint,status_class}
                                                              request sent -> answer's headers
     replywindow_vendor_errors_total{vendor,endpoint,kind}    kind: 4xx, 5xx, connect, timeout,
@@ -17,6 +17,8 @@ the tests, must not collide):
     replywindow_outbox_oldest_due_age_seconds                the longest a due message waited
     replywindow_bot_events{push_state}                       pending, dead
     replywindow_bot_events_oldest_pending_age_seconds
+    replywindow_inbox_pending_bodies                         stored, not yet applied (backlog)
+    replywindow_inbox_oldest_pending_age_seconds             the applier's lag
     replywindow_inbox_failed_bodies                          bodies our parser/apply broke on
     replywindow_quarantined_unresolved_bodies
     replywindow_metrics_database_up                          0 when those queries failed
@@ -53,8 +55,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-WEBHOOK_OUTCOMES = ("applied", "duplicate", "flagged", "stored", "failed", "quarantined",
-                    "unstorable", "too_large", "bad_token", "unavailable", "error")
+# At acknowledgement: `pending` is stored for the applier (its outcome is the body's state).
+WEBHOOK_OUTCOMES = ("pending", "failed", "quarantined", "unstorable", "too_large", "bad_token", "unavailable", "error")
 # Outcomes of a body that reached the store: their time from receipt is the processing lag.
 STORED_OUTCOMES = frozenset(WEBHOOK_OUTCOMES) - {"bad_token", "unavailable", "error"}
 OUTBOX_STATUSES = ("queued", "sending", "unknown")
@@ -118,6 +120,11 @@ class DatabaseCollector(Collector):
                               labels=["push_state"]),
             GaugeMetricFamily("replywindow_bot_events_oldest_pending_age_seconds",
                               "Age of the oldest event still pending for the bot (0 when none)."),
+            GaugeMetricFamily("replywindow_inbox_pending_bodies",
+                              "Webhook bodies acknowledged and stored, not yet applied."),
+            GaugeMetricFamily("replywindow_inbox_oldest_pending_age_seconds",
+                              "How long the oldest body not yet applied has waited since its "
+                              "receipt (0 when none): the applier's lag."),
             GaugeMetricFamily("replywindow_inbox_failed_bodies",
                               "Webhook bodies stored but not applied because processing broke "
                               "(recover with `replywindow inbox replay`)."),
@@ -127,7 +134,8 @@ class DatabaseCollector(Collector):
 
     def _fill(self, sends: GaugeMetricFamily, depth: GaugeMetricFamily,
               oldest_due: GaugeMetricFamily, events: GaugeMetricFamily,
-              oldest_event: GaugeMetricFamily, failed: GaugeMetricFamily,
+              oldest_event: GaugeMetricFamily, pending: GaugeMetricFamily,
+              oldest_pending: GaugeMetricFamily, failed: GaugeMetricFamily,
               quarantined: GaugeMetricFamily) -> None:
         now = self._clock()
         with Session(self._engine) as session:
@@ -164,6 +172,11 @@ class DatabaseCollector(Collector):
             ).one()
             oldest_event.add_metric([], _age(now, oldest))
 
+            waiting = select(func.count(), func.min(InboxBody.received_at)).where(
+                InboxBody.state == "pending")
+            count, oldest = session.exec(waiting).one()
+            pending.add_metric([], count)
+            oldest_pending.add_metric([], _age(now, oldest))
             failed.add_metric([], session.exec(
                 select(func.count()).select_from(InboxBody).where(InboxBody.state == "failed")
             ).one())
@@ -196,7 +209,7 @@ class Metrics:
             ["vendor", "route", "outcome"], registry=self.registry)
         self._webhook_seconds = Histogram(
             "replywindow_webhook_processing_seconds", "From a webhook's receipt until its body "
-            "is durable and applied (in this process).", ["vendor", "route"],
+            "is durable and it is acknowledged (in this process).", ["vendor", "route"],
             buckets=WEBHOOK_BUCKETS, registry=self.registry)
         self._vendor_seconds = Histogram(
             "replywindow_vendor_request_duration_seconds", "Vendor API calls: from sending the "

@@ -11,6 +11,8 @@ import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine
 
+from receiver.applier import Applier
+from receiver.applier_process import ApplierProcess
 from receiver.ingest import Ingestor
 from receiver.metrics import Metrics
 from receiver.notifier import Notifier
@@ -31,6 +33,7 @@ class Runtime:
     settings: Settings
     engine: Engine
     ingestor: Ingestor
+    applier: Applier | ApplierProcess
     http: httpx.AsyncClient
     scheduler: AsyncIOScheduler
     clock: Clock

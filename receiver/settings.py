@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from functools import cached_property
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,6 +53,9 @@ class Settings(BaseSettings):
     # Where the service is reachable, for the webhook URLs printed at start.
     public_url: str = "http://localhost:8000"
     run_scheduler: bool = True
+    # Where stored webhook bodies are applied: a child process of the server (its own core and
+    # interpreter, so applying never slows the acknowledgements), or a thread of the server.
+    applier: Literal["process", "thread"] = "process"
 
     @field_validator("webhook_token", "yzj_encoding_aes_key", "bot_webhook_secret", mode="before")
     @classmethod
@@ -87,6 +91,12 @@ class Settings(BaseSettings):
     def send_config(self) -> SendConfig:
         """The sending rules' settings, built once (they are read for every event)."""
         return self._send_config
+
+    def as_plain(self) -> dict[str, Any]:
+        """Every field with secrets revealed, for handing these settings to a child process
+        (over a pipe, never the command line)."""
+        return {name: value.get_secret_value() if isinstance(value, SecretStr) else value
+                for name, value in self}
 
     def is_yzj_account_configured(self, wxid: str | None) -> bool:
         accounts = self.yzj_account_ids

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import DateTime, Engine, create_engine, event, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -65,10 +72,41 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     def _on_begin(conn: Any) -> None:
         # Writers take the write lock up front so a read-then-write transaction never
         # fails with SQLITE_BUSY when another process wrote in between.
-        immediate = conn.get_execution_options().get("sqlite_immediate", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        if conn.get_execution_options().get("sqlite_immediate", False):
+            _begin_immediate(conn.connection.dbapi_connection)
+        else:
+            conn.exec_driver_sql("BEGIN")
 
     return engine
+
+
+LOCK_WAIT_SECONDS = 30.0
+LOCK_POLL_SECONDS = (0.0002, 0.002)  # first and longest pause between tries
+
+
+def _begin_immediate(dbapi_conn: Any) -> None:
+    """BEGIN IMMEDIATE, waiting for the write lock in pauses of at most 2 ms.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10 ... up to 100 ms between tries, so a writer
+    can sleep long after the lock came free: with the applier in another process, webhook
+    acknowledgements would wait tens of milliseconds for nothing."""
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA busy_timeout=0")
+    try:
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        pause = LOCK_POLL_SECONDS[0]
+        while True:
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, LOCK_POLL_SECONDS[1])
+    finally:
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
 
 
 def writer(engine: Engine) -> Engine:
@@ -96,3 +134,17 @@ def serialize_writers(session: Any, lock_id: int) -> None:
     SQLite, BEGIN IMMEDIATE already does). Released at commit or rollback."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_id})
+
+
+def retrying(work: Callable[[], T], *, attempts: int, what: str) -> T:
+    """Run `work`, one whole transaction, again after a deadlock or a lock timeout."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return work()
+        except Exception as exc:
+            if not is_transient(exc) or attempt == attempts:
+                raise
+            logger.warning("%s met a deadlock or a lock; retrying", what,
+                           extra={"action": "transaction_retry", "attempt": attempt})
+            time.sleep(0.01 * attempt)
+    raise AssertionError("unreachable")

@@ -32,13 +32,17 @@ ADD_PG = sa_insert(_EVENTS).values(txid=CURRENT_TXID)
 ADD_SQLITE = sa_insert(_EVENTS).values(txid=0)
 
 
-def add(session: Session, *, kind: str, account: str, conversation_key: str,
-        data: dict[str, Any], now: datetime, push: bool) -> None:
-    session.connection().execute(ADD_PG if _is_pg(session) else ADD_SQLITE, {
-        "kind": kind, "account": account, "conversation_key": conversation_key, "data": data,
-        "created_at": now, "push_state": "pending" if push else "off", "push_attempts": 0,
-        "next_push_at": now if push else None,
-    })
+def row(*, kind: str, account: str, conversation_key: str, data: dict[str, Any],
+        now: datetime, push: bool) -> dict[str, Any]:
+    return {"kind": kind, "account": account, "conversation_key": conversation_key,
+            "data": data, "created_at": now, "push_state": "pending" if push else "off",
+            "push_attempts": 0, "next_push_at": now if push else None}
+
+
+def add_many(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Write events (`row`s) in one statement, in order."""
+    session.connection().execute(ADD_PG if _is_pg(session) else ADD_SQLITE,
+                                 rows if len(rows) > 1 else rows[0])
 
 
 def after(session: Session, *, cursor: tuple[int, int], accounts: list[str] | None,

@@ -39,7 +39,7 @@ CLAIM = text(
     'VALUES (:key, :inbox_body_id, :applied_at) ON CONFLICT ("key") DO NOTHING RETURNING "key"'
 ).bindparams(bindparam("applied_at", type_=UTCDateTime()))
 _BODIES = InboxBody.__table__  # type: ignore[attr-defined]
-ADD_BODIES = insert(_BODIES).returning(_BODIES.c.id, sort_by_parameter_order=True)
+ADD_PENDING = insert(_BODIES)
 SET_STATES = (
     update(_BODIES).where(_BODIES.c.id == bindparam("b_id"))
     .values(state=bindparam("b_state"), applied_at=bindparam("b_applied_at"),
@@ -55,9 +55,36 @@ def claim_key(session: Session, *, key: str, inbox_body_id: int | None, now: dat
     return found.first() is not None
 
 
-def add_bodies(session: Session, rows: list[dict[str, Any]]) -> list[int]:
-    """Store many bodies in one statement; their ids, in order."""
-    return list(session.connection().execute(ADD_BODIES, rows).scalars().all())
+def add_pending(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Store many bodies in one statement (an executemany with no RETURNING: the cheapest
+    there is), for the applier."""
+    session.connection().execute(ADD_PENDING, rows)
+
+
+PENDING = text(
+    "SELECT id, vendor, route, received_at, body FROM inbox_bodies "
+    "WHERE state = 'pending' ORDER BY id LIMIT :limit"
+).columns(received_at=UTCDateTime())
+
+
+def pending(session: Session, *, limit: int) -> list[Any]:
+    """The oldest bodies not yet applied: (id, vendor, route, received_at, body) rows."""
+    return list(session.connection().execute(PENDING, {"limit": limit}).all())
+
+
+STILL_PENDING = text(
+    "SELECT id FROM inbox_bodies WHERE state = 'pending' AND id IN :ids"
+).bindparams(bindparam("ids", expanding=True))
+
+
+def still_pending(session: Session, ids: list[int]) -> set[int]:
+    """Which of these bodies no one has applied yet (read under the applier's lock)."""
+    return set(session.connection().execute(STILL_PENDING, {"ids": ids}).scalars())
+
+
+def count_pending(session: Session) -> int:
+    return int(session.connection().execute(
+        text("SELECT count(*) FROM inbox_bodies WHERE state = 'pending'")).scalar_one())
 
 
 def set_states(session: Session, states: list[tuple[int, str, datetime | None, str | None]]) -> None:

@@ -24,6 +24,11 @@ from starlette.testclient import TestClient
 from receiver.app import create_app
 from receiver.settings import Settings
 from store import databases, db, migrate
+from tests.settling import SettlingClient
+
+# In-process apps apply on a thread (the clock is the test's, and SettlingClient applies what a
+# webhook stored before the test reads it); servers the tests start run the default, a process.
+os.environ["REPLYWINDOW_APPLIER"] = "thread"
 
 TOKEN = "test-webhook-token"
 API_KEY = "test-api-key"
@@ -119,7 +124,7 @@ def settings(db_url: str) -> Settings:
 
 @pytest.fixture
 def client(settings: Settings, clock: FakeClock) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, clock=clock)) as client:
+    with SettlingClient(create_app(settings, clock=clock)) as client:
         yield client
 
 

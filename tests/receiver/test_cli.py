@@ -13,6 +13,8 @@ from click.testing import CliRunner, Result
 from sqlalchemy import create_engine, inspect, text
 from starlette.testclient import TestClient
 
+from tests.settling import SettlingClient
+
 from receiver.app import create_app
 from receiver.cli import main
 from receiver.settings import Settings
@@ -70,7 +72,7 @@ def api(db_url: str) -> Iterator[TestClient]:
     """The app with no configured keys: only keys made with the CLI authenticate."""
     settings = Settings(database_url=db_url, api_keys="", run_scheduler=False,
                         _env_file=None)  # type: ignore[call-arg]
-    with TestClient(create_app(settings)) as client:
+    with SettlingClient(create_app(settings)) as client:
         yield client
 
 
@@ -317,7 +319,7 @@ def test_urls_token_is_the_one_the_app_serves(run: Run, db_url: str) -> None:
     settings = Settings(database_url=db_url, api_keys="", run_scheduler=False,
                         _env_file=None)  # type: ignore[call-arg]
 
-    with TestClient(create_app(settings)) as client:
+    with SettlingClient(create_app(settings)) as client:
         body = (DATA / "itnio_sms_dlr.json").read_bytes()
         good = client.post(f"/webhooks/itnio/sms/{token}", content=body)
         wrong = client.post("/webhooks/itnio/sms/not-the-token", content=body)
@@ -396,5 +398,5 @@ def test_keys_add_on_a_brand_new_database_makes_a_key_that_authenticates(tmp_pat
     assert KEY.match(key), result.stdout
     settings = Settings(database_url=url, api_keys="", run_scheduler=False,
                         _env_file=None)  # type: ignore[call-arg]
-    with TestClient(create_app(settings)) as client:
+    with SettlingClient(create_app(settings)) as client:
         assert client.get("/v1/windows", headers=_bearer(key)).status_code == 200

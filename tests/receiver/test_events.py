@@ -17,6 +17,8 @@ from sqlmodel import Session, select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from starlette.testclient import TestClient
 
+from tests.settling import SettlingClient
+
 from receiver.app import create_app
 from receiver.settings import Settings
 from sender import sweeps
@@ -193,7 +195,7 @@ def settings(db_url: str) -> Settings:
 @pytest.fixture
 def client(settings: Settings, clock: FakeClock, bot: Bot) -> Iterator[TestClient]:
     app = create_app(settings, clock=clock, bot_transport=httpx.MockTransport(bot))
-    with TestClient(app) as client:
+    with SettlingClient(app) as client:
         yield client
 
 
@@ -298,7 +300,7 @@ def test_a_silent_bot_never_slows_the_webhooks(settings: Settings, clock: FakeCl
         return httpx.Response(204)
 
     app = create_app(settings, clock=clock, bot_transport=httpx.MockTransport(silent_bot))
-    with TestClient(app) as client:
+    with SettlingClient(app) as client:
         client.post(WA, json=uplink("m0"))
         pushing = client.portal.start_task_soon(client.app_state["runtime"].pusher.push_due)
         while not calls:  # the push is in flight, waiting on the bot

@@ -32,6 +32,8 @@ from hypothesis.control import currently_in_test_context
 from sqlalchemy import Engine
 from starlette.testclient import TestClient
 
+from tests.settling import SettlingClient
+
 from receiver import crypto
 from receiver.app import create_app
 from receiver.settings import MAX_BODY_BYTES, Settings
@@ -60,7 +62,7 @@ def hostile(db_url: str, clock: FakeClock) -> Iterator[TestClient]:
     settings = Settings(database_url=db_url, webhook_token=TOKEN, api_keys=API_KEY,
                         yzj_encoding_aes_key=YZJ_KEY, run_scheduler=False,
                         _env_file=None)  # type: ignore[call-arg]
-    with TestClient(with_openapi(create_app(settings, clock=clock))) as client:
+    with SettlingClient(with_openapi(create_app(settings, clock=clock))) as client:
         yield client
 
 

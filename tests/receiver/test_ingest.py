@@ -1,10 +1,11 @@
-"""The group-commit writer under pressure: values the store refuses, shutdown, and two
-writers (replicas) racing on the same customers."""
+"""The group-commit writer and the applier under pressure: values the store refuses,
+shutdown, and two writers and two appliers (replicas) racing on the same customers."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -13,6 +14,7 @@ from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 from starlette.testclient import TestClient
 
+from receiver.applier import Drainer
 from receiver.errors import Unavailable
 from receiver.ingest import Ingestor, Received, store_batch
 from receiver.parsers import parsers
@@ -75,10 +77,11 @@ def test_one_body_the_store_refuses_does_not_take_the_batch_down(
 
     batch = [item("m01"), item("m02", long_key=True), item("m03")]
     with Session(engine) as session, session.begin():
-        states = store_batch(session, batch, settings=settings, now=NOW)
+        states = store_batch(session, batch)
+    Drainer(engine, settings, lambda: NOW).drain()
 
-    assert states[0] == states[2] == "applied"
-    assert states[1] in ("applied", "unstorable")  # SQLite does not enforce VARCHAR lengths
+    assert states[0] == states[2] == "pending"
+    assert states[1] in ("pending", "unstorable")  # SQLite does not enforce VARCHAR lengths
     assert count(engine, InboxBody) + count(engine, QuarantinedBody) == 3  # nothing lost
     assert count(engine, Conversation) == (2 if states[1] == "unstorable" else 3)
 
@@ -86,13 +89,13 @@ def test_one_body_the_store_refuses_does_not_take_the_batch_down(
 def test_after_stop_submissions_are_refused_not_left_waiting(engine: Engine,
                                                             settings: Settings) -> None:
     async def scenario() -> None:
-        ingestor = Ingestor(engine, settings, lambda: NOW)
+        ingestor = Ingestor(engine)
         await ingestor.start()
         raw = json.dumps(uplink("m1")).encode()
         stored = await ingestor.submit(Received("itnio", "whatsapp", NOW, {}, raw,
                                                 events=parsers(settings)[("itnio", "whatsapp")](raw)),
                                        timeout=10)
-        assert stored == "applied"
+        assert stored == "pending"
         await ingestor.stop()
         with pytest.raises(Unavailable):
             await ingestor.submit(Received("itnio", "whatsapp", NOW, {}, raw), timeout=10)
@@ -101,7 +104,7 @@ def test_after_stop_submissions_are_refused_not_left_waiting(engine: Engine,
 
 
 @pytest.mark.postgres
-def test_two_writers_on_the_same_customers_apply_everything_exactly_once(
+def test_two_writers_and_two_appliers_apply_everything_exactly_once(
         db_url: str, settings: Settings) -> None:
     if not db_url.startswith("postgresql"):
         pytest.skip("replicas share PostgreSQL")
@@ -119,7 +122,7 @@ def test_two_writers_on_the_same_customers_apply_everything_exactly_once(
 
     async def scenario() -> list[str]:
         engines = [make_engine(db_url), make_engine(db_url)]
-        writers = [Ingestor(e, settings, lambda: NOW) for e in engines]
+        writers = [Ingestor(e) for e in engines]
         for writer in writers:
             await writer.start()
         jobs = [writers[n % 2].submit(Received("itnio", "whatsapp", NOW, {}, raw,
@@ -136,12 +139,23 @@ def test_two_writers_on_the_same_customers_apply_everything_exactly_once(
         return list(states)
 
     states = asyncio.run(scenario())
+    # Two replicas' appliers race over the same pending bodies.
+    appliers = [Drainer(make_engine(db_url), settings, lambda: NOW) for _ in range(2)]
+    threads = [threading.Thread(target=a.drain) for a in appliers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
-    assert "failed" not in states
+    assert set(states) == {"pending"}
     check = make_engine(db_url)
     assert count(check, ChatMessage) == 800  # every event once, none twice
     assert count(check, EventKey) == 800
     assert count(check, InboxBody) == 800
+    with Session(check) as session:  # each body once applied, its copy a duplicate
+        body_states = session.exec(select(InboxBody.state)).all()
+    assert sorted(set(body_states)) == ["applied", "duplicate"]
+    assert body_states.count("applied") == 400
     check.dispose()
 
 
@@ -159,7 +173,7 @@ def test_a_batch_with_one_body_the_store_refuses_falls_back_to_body_by_body(
         return Received("itnio", "whatsapp", NOW, {}, raw, events=events)
 
     async def scenario() -> list[str]:
-        writer = Ingestor(engine, settings, lambda: NOW)
+        writer = Ingestor(engine)
         await writer.start()
         states = await asyncio.gather(*(writer.submit(i, timeout=30) for i in (
             item("m01"), item("m02", long_key=True), item("m03"))))
@@ -167,7 +181,8 @@ def test_a_batch_with_one_body_the_store_refuses_falls_back_to_body_by_body(
         return list(states)
 
     states = asyncio.run(scenario())
-    assert states[0] == states[2] == "applied"
-    assert states[1] in ("applied", "unstorable")
+    Drainer(engine, settings, lambda: NOW).drain()
+    assert states[0] == states[2] == "pending"
+    assert states[1] in ("pending", "unstorable")
     assert count(engine, InboxBody) + count(engine, QuarantinedBody) == 3
     assert count(engine, ChatMessage) == (2 if states[1] == "unstorable" else 3)

@@ -18,6 +18,8 @@ from starlette.requests import Request
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from tests.settling import SettlingClient
+
 from receiver import logging_setup
 from receiver.app import create_app
 from receiver.errors import exception_handlers
@@ -55,7 +57,7 @@ def session_client(db_url: str, clock: FakeClock) -> Iterator[TestClient]:
     settings = Settings(database_url=db_url, webhook_token=TOKEN, api_keys=API_KEY,
                         itnio_sms_app_id="another-app", run_scheduler=False,
                         _env_file=None)  # type: ignore[call-arg]
-    with TestClient(create_app(settings, clock=clock)) as client:
+    with SettlingClient(create_app(settings, clock=clock)) as client:
         yield client
 
 
@@ -129,7 +131,7 @@ def test_an_unexpected_error_logs_its_own_traceback(caplog: pytest.LogCaptureFix
 
     app = Starlette(routes=[Route("/boom", boom)],
                     exception_handlers=exception_handlers)  # type: ignore[arg-type]
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with SettlingClient(app, raise_server_exceptions=False) as client:
         response = client.get("/boom")
 
     assert response.status_code == 500

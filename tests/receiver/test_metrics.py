@@ -20,6 +20,8 @@ from sqlmodel import Session
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from tests.settling import SettlingClient
+
 from receiver.errors import exception_handlers
 from receiver.metrics import Metrics, route, transport_error_kind
 from receiver.settings import Settings
@@ -62,8 +64,9 @@ def _event(now: datetime, push_state: str, *, age: float = 0) -> Event:
                  created_at=now - timedelta(seconds=age), push_state=push_state)
 
 
-def _inbox(now: datetime, state: str) -> InboxBody:
-    return InboxBody(vendor="itnio", route="whatsapp", received_at=now, body=b"{}", state=state)
+def _inbox(now: datetime, state: str, age: float = 0) -> InboxBody:
+    return InboxBody(vendor="itnio", route="whatsapp", received_at=now - timedelta(seconds=age),
+                     body=b"{}", state=state)
 
 
 def _quarantined(now: datetime, *, resolved: bool) -> QuarantinedBody:
@@ -92,7 +95,7 @@ def test_database_gauges_report_what_the_tables_hold(engine: Engine, clock: Fake
             _event(now, "dead", age=900_000), _event(now, "delivered", age=5000),
             _event(now, "off", age=7000),
             _inbox(now, "failed"), _inbox(now, "failed"), _inbox(now, "applied"),
-            _inbox(now, "duplicate"),
+            _inbox(now, "duplicate"), _inbox(now, "pending", age=7), _inbox(now, "pending", age=2),
             _quarantined(now, resolved=False), _quarantined(now, resolved=False),
             _quarantined(now, resolved=True),
         ])
@@ -117,6 +120,8 @@ def test_database_gauges_report_what_the_tables_hold(engine: Engine, clock: Fake
     }
     assert value(samples, "replywindow_bot_events_oldest_pending_age_seconds") == 300
     assert value(samples, "replywindow_inbox_failed_bodies") == 2
+    assert value(samples, "replywindow_inbox_pending_bodies") == 2
+    assert value(samples, "replywindow_inbox_oldest_pending_age_seconds") == 7
     assert value(samples, "replywindow_quarantined_unresolved_bodies") == 2
     assert value(samples, "replywindow_metrics_database_up") == 1
 
@@ -138,7 +143,9 @@ def test_an_empty_database_reports_zeros_not_missing_series(
     }
     for name in ("replywindow_outbox_oldest_due_age_seconds",
                  "replywindow_bot_events_oldest_pending_age_seconds",
-                 "replywindow_inbox_failed_bodies", "replywindow_quarantined_unresolved_bodies"):
+                 "replywindow_inbox_failed_bodies", "replywindow_inbox_pending_bodies",
+                 "replywindow_inbox_oldest_pending_age_seconds",
+                 "replywindow_quarantined_unresolved_bodies"):
         assert value(samples, name) == 0, name
     assert value(samples, "replywindow_metrics_database_up") == 1
 
@@ -175,20 +182,20 @@ def test_two_metrics_in_one_process_do_not_collide(engine: Engine, clock: FakeCl
 def test_webhook_outcomes_are_counted_and_stored_ones_timed(
         engine: Engine, clock: FakeClock) -> None:
     metrics = Metrics(engine, clock)
-    for outcome, seconds in [("applied", 0.003), ("applied", 0.2), ("duplicate", 0.02),
+    for outcome, seconds in [("pending", 0.003), ("pending", 0.2), ("failed", 0.02),
                              ("quarantined", 0.004), ("bad_token", 0.0001),
                              ("unavailable", 10.0)]:
         metrics.webhook("itnio", "whatsapp", outcome, seconds)
-    metrics.webhook("yzj", "wecom", "flagged", 0.7)
+    metrics.webhook("yzj", "wecom", "pending", 0.7)
 
     samples = scrape(metrics)
 
     received = "replywindow_webhooks_received_total"
     assert series(samples, received) == {
         frozenset({("vendor", "itnio"), ("route", "whatsapp"), ("outcome", o)}): n
-        for o, n in [("applied", 2), ("duplicate", 1), ("quarantined", 1), ("bad_token", 1),
+        for o, n in [("pending", 2), ("failed", 1), ("quarantined", 1), ("bad_token", 1),
                      ("unavailable", 1)]
-    } | {frozenset({("vendor", "yzj"), ("route", "wecom"), ("outcome", "flagged")}): 1}
+    } | {frozenset({("vendor", "yzj"), ("route", "wecom"), ("outcome", "pending")}): 1}
     lag = "replywindow_webhook_processing_seconds"
     itnio = {"vendor": "itnio", "route": "whatsapp"}
     assert value(samples, f"{lag}_count", **itnio) == 4  # no body stored: not timed
@@ -216,10 +223,10 @@ def test_the_webhook_path_counts_each_outcome(client: TestClient, engine: Engine
     samples = scrape(metrics)
     assert series(samples, "replywindow_webhooks_received_total") == {
         frozenset({("vendor", "itnio"), ("route", r), ("outcome", o)}): 1 for r, o in [
-            ("whatsapp", "applied"), ("whatsapp", "duplicate"), ("whatsapp", "quarantined"),
-            ("whatsapp", "too_large"), ("whatsapp", "bad_token"), ("sms", "stored"),
+            ("whatsapp", "quarantined"), ("whatsapp", "too_large"), ("whatsapp", "bad_token"),
+            ("sms", "pending"),
         ]
-    }
+    } | {frozenset({("vendor", "itnio"), ("route", "whatsapp"), ("outcome", "pending")}): 2}
     assert value(samples, "replywindow_webhook_processing_seconds_count",
                  vendor="itnio", route="whatsapp") == 4
     assert value(samples, "replywindow_quarantined_unresolved_bodies") == 2
@@ -315,7 +322,7 @@ def metrics_app(settings: Settings, engine: Engine, clock: FakeClock) -> Starlet
 
 @contextlib.contextmanager
 def _from(app: Starlette, host: str) -> Iterator[TestClient]:
-    with TestClient(app, client=(host, 50000)) as client:
+    with SettlingClient(app, client=(host, 50000)) as client:
         yield client
 
 

@@ -15,6 +15,8 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, text
 from starlette.testclient import TestClient
 
+from tests.settling import SettlingClient
+
 from receiver.app import create_app
 from receiver.cli import main
 from receiver.replay import PAGE, ReplayReport, replay
@@ -59,7 +61,7 @@ def app_with(db_url: str, clock: FakeClock) -> Iterator[Any]:
     clients: list[TestClient] = []
 
     def start(**overrides: Any) -> TestClient:
-        client = TestClient(create_app(_settings(db_url, **overrides), clock=clock))
+        client = SettlingClient(create_app(_settings(db_url, **overrides), clock=clock))
         client.__enter__()
         clients.append(client)
         return client
@@ -229,7 +231,7 @@ def test_a_flagged_body_is_applied_once_its_app_id_is_configured(
     assert _same_instant(message_received_at, received_at)
 
     # The window is open through the API, as if the uplink had been applied when it came.
-    with TestClient(create_app(configured, clock=clock)) as api:
+    with SettlingClient(create_app(configured, clock=clock)) as api:
         window = api.get("/v1/windows/whatsapp/91856321412/91856321432",
                          headers={"Authorization": "Bearer test-api-key"}).json()
     assert window["open"] is True

@@ -20,6 +20,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 from starlette.testclient import TestClient
 
+from tests.settling import SettlingClient
+
 from receiver.app import create_app
 from receiver.settings import Settings
 from store import keys
@@ -91,7 +93,7 @@ def check_self_contained(html: str) -> None:
 def page_client(settings: Settings, engine: Engine) -> Iterator[TestClient]:
     seed(engine)
     seed_windows(engine)
-    with TestClient(create_app(settings, clock=FakeClock(NOW))) as client:
+    with SettlingClient(create_app(settings, clock=FakeClock(NOW))) as client:
         yield client
 
 

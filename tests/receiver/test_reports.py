@@ -13,6 +13,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 from starlette.testclient import TestClient
 
+from tests.settling import SettlingClient
+
 from receiver import reports
 from receiver.app import create_app
 from receiver.settings import Settings
@@ -99,7 +101,7 @@ def seeded(engine: Engine) -> Engine:
 
 @pytest.fixture
 def reports_client(settings: Settings, seeded: Engine) -> Any:
-    with TestClient(create_app(settings, clock=FakeClock(NOW))) as client:
+    with SettlingClient(create_app(settings, clock=FakeClock(NOW))) as client:
         yield client
 
 

@@ -11,6 +11,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 from starlette.testclient import TestClient
 
+from tests.settling import SettlingClient
+
 from receiver.app import create_app
 from receiver.settings import Settings
 from sender import sweeps
@@ -48,7 +50,7 @@ def settings(db_url: str, sim: VendorSimulator) -> Settings:
 @pytest.fixture
 def client(settings: Settings, clock: FakeClock, sim: VendorSimulator) -> Iterator[TestClient]:
     app = create_app(settings, clock=clock, vendor_transport=httpx.ASGITransport(app=sim.app))
-    with TestClient(app) as client:
+    with SettlingClient(app) as client:
         yield client
 
 

@@ -22,6 +22,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from starlette.testclient import TestClient
 
+from tests.settling import SettlingClient
+
 from receiver.app import create_app, itnio_client, yzj_client
 from receiver.settings import Settings
 from sender import outcomes, sweeps
@@ -103,7 +105,7 @@ def network(sim: VendorSimulator) -> VendorNetwork:
 @pytest.fixture
 def client(settings: Settings, clock: FakeClock, network: VendorNetwork) -> Iterator[TestClient]:
     app = create_app(settings, clock=clock, vendor_transport=network)
-    with TestClient(app) as client:
+    with SettlingClient(app) as client:
         yield client
 
 
@@ -124,6 +126,7 @@ def pushes_now(sim: VendorSimulator, client: TestClient, *,
                 response = await http.post(f"{callback.url_path}/{TOKEN}", content=callback.body,
                                            headers={"content-type": callback.content_type})
                 assert response.status_code == 200, response.text
+        await asyncio.to_thread(client.app_state["runtime"].applier.settle)  # and applied
 
     return push
 

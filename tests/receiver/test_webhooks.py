@@ -12,6 +12,8 @@ from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 from starlette.testclient import TestClient
 
+from tests.settling import SettlingClient
+
 from receiver import crypto
 from receiver.app import create_app
 from receiver.settings import Settings
@@ -276,7 +278,7 @@ def test_an_unconfigured_app_id_is_stored_and_flagged_not_applied(
     settings = Settings(database_url=db_url, webhook_token=TOKEN, itnio_wa_app_id="DGziZf5u",
                         run_scheduler=False, _env_file=None)  # type: ignore[call-arg]
     other = payload("itnio_wa_uplink_text.json") | {"appId": "SOMEONE-ELSE"}
-    with TestClient(create_app(settings, clock=clock)) as client:
+    with SettlingClient(create_app(settings, clock=clock)) as client:
         assert client.post(WA, json=other).json() == ITNIO_ACK
         assert client.post(WA, json=payload("itnio_wa_uplink_text.json") | {"messageId": "m2"}).status_code == 200
     engine_rows = rows_for(db_url)
@@ -401,7 +403,7 @@ def test_inbound_sms_is_stored_in_its_conversation(client: TestClient, engine: E
 def yzj_client(db_url: str, clock: FakeClock) -> Any:
     settings = Settings(database_url=db_url, webhook_token=TOKEN, yzj_encoding_aes_key=YZJ_KEY,
                         run_scheduler=False, _env_file=None)  # type: ignore[call-arg]
-    with TestClient(create_app(settings, clock=clock)) as client:
+    with SettlingClient(create_app(settings, clock=clock)) as client:
         yield client
 
 
@@ -488,7 +490,7 @@ def test_plaintext_callbacks_when_no_key_is_configured(client: TestClient, engin
 def test_an_unconfigured_staff_account_is_flagged(db_url: str, clock: FakeClock) -> None:
     settings = Settings(database_url=db_url, webhook_token=TOKEN, yzj_accounts="someone-else",
                         run_scheduler=False, _env_file=None)  # type: ignore[call-arg]
-    with TestClient(create_app(settings, clock=clock)) as client:
+    with SettlingClient(create_app(settings, clock=clock)) as client:
         assert client.post(YZJ, json=payload("yzj_chatmsg_inbound.json")).status_code == 200
     assert rows_for(db_url) == {"states": ["flagged"], "conversations": 0}
 
@@ -513,7 +515,7 @@ def test_a_body_our_parser_breaks_on_is_kept_as_failed_for_replay(engine: Engine
     item = Received(vendor="itnio", route="whatsapp", received_at=now, headers={},
                     body=b'{"eventType":"up-message-event"}', parser_failure="KeyError: 'x'")
     with Session(engine) as session, session.begin():
-        states = store_batch(session, [item], settings=Settings(_env_file=None), now=now)  # type: ignore[call-arg]
+        states = store_batch(session, [item])
 
     assert states == ["failed"]
     [body] = rows(engine, InboxBody)

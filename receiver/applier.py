@@ -1,0 +1,192 @@
+"""The applier: stored webhook bodies (`pending`) become their effects in the store.
+
+A webhook is acknowledged once its raw body is committed (receiver/ingest.py); this reads
+the pending bodies in arrival order, parses them again with the same pure parsers, applies
+their events and marks each body with its outcome, all in one transaction per batch. Every
+event's key is claimed before it is applied, and a body's state changes in the same
+transaction as its effects, so a crash, a retry or two appliers at once apply nothing twice.
+
+Appliers on every replica take turns (a transaction-scoped advisory lock on PostgreSQL; BEGIN
+IMMEDIATE on SQLite). `Applier` runs it on a thread of the server; receiver/applier_process.py
+runs the same loop in a child process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from receiver.apply import apply_events, apply_many
+from receiver.events import Event
+from receiver.parsers import Parser, parsers
+from receiver.settings import Settings
+from store import db, inbox
+
+logger = logging.getLogger(__name__)
+
+BATCH = 128  # bodies per transaction: short, as the ingest writer waits for its lock
+ATTEMPTS = 4
+APPLY_LOCK = 7_361_522_042
+# Bodies stored by another replica (or left by a crash) are found by looking this often.
+POLL_SECONDS = 0.5
+Update = tuple[int, str, datetime | None, str | None]
+
+
+def _detail(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+def _parse(row: Any, read: dict[tuple[str, str], Parser]) -> list[Event] | str:
+    """The stored body's events, or why it no longer parses (a key rotated since, say)."""
+    try:
+        return read[(row.vendor, row.route)](row.body)
+    except Exception as exc:
+        logger.error("a stored body no longer parses; kept as failed", exc_info=exc,
+                     extra={"action": "webhook_apply_failed", "inbox_body_id": row.id})
+        return _detail(exc)
+
+
+def _apply_each(session: Session, parsed: list[tuple[Any, list[Event]]], *,
+                settings: Settings, now: datetime) -> list[Update]:
+    """Body by body, each in its own savepoint: one that fails is marked `failed`."""
+    updates: list[Update] = []
+    for row, events in parsed:
+        try:
+            with session.begin_nested():
+                state = apply_events(session, events=events, inbox_body_id=row.id,
+                                     received_at=row.received_at, settings=settings, now=now)
+            updates.append((row.id, state, now, None))
+        except Exception as exc:
+            if db.is_transient(exc):
+                raise
+            logger.error("applying a webhook body failed; kept for replay", exc_info=exc,
+                         extra={"action": "webhook_apply_failed", "inbox_body_id": row.id})
+            updates.append((row.id, "failed", None, _detail(exc)))
+    return updates
+
+
+def apply_batch(engine: Engine, *, settings: Settings, read: dict[tuple[str, str], Parser],
+                clock: Callable[[], datetime], limit: int = BATCH) -> int:
+    """Apply up to `limit` pending bodies in one transaction; how many were done.
+
+    First all at once, with no savepoints; should anything fail, the batch is rolled back and
+    done again body by body, each in its own savepoint, so one bad body is marked `failed`
+    (for `inbox replay` once mended) and the others are applied all the same."""
+
+    with Session(engine) as session:  # read and parse outside the write lock
+        rows = inbox.pending(session, limit=limit)
+    if not rows:
+        return 0
+    parsed = [(row, _parse(row, read)) for row in rows]
+
+    def work(careful: bool) -> int:
+        with Session(db.writer(engine)) as session, session.begin():
+            db.serialize_writers(session, APPLY_LOCK)
+            still = inbox.still_pending(session, [row.id for row in rows])  # another applier?
+            now = clock()
+            updates: list[Update] = [(row.id, "failed", None, events) for row, events in parsed
+                                     if row.id in still and isinstance(events, str)]
+            todo = [(row, events) for row, events in parsed
+                    if row.id in still and not isinstance(events, str)]
+            if careful:
+                updates += _apply_each(session, todo, settings=settings, now=now)
+            else:
+                states = apply_many(session, [(row.id, row.received_at, events)
+                                              for row, events in todo],
+                                    settings=settings, now=now)
+                updates += [(row.id, state, now, None)
+                            for (row, _), state in zip(todo, states, strict=True)]
+            if updates:
+                inbox.set_states(session, updates)
+            return len(rows)
+
+    try:
+        return db.retrying(lambda: work(False), attempts=ATTEMPTS, what="applying a batch")
+    except Exception as exc:
+        if db.is_transient(exc):
+            raise
+        logger.warning("a batch failed as a whole; applying its bodies one by one",
+                       extra={"action": "webhook_apply_careful", "error": type(exc).__name__})
+        return db.retrying(lambda: work(True), attempts=ATTEMPTS, what="applying a batch")
+
+
+def wait_applied(engine: Engine, *, timeout: float = 30.0) -> None:
+    """Wait until no stored body is left to apply (the demo; a settle across processes)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with Session(engine) as session:
+            if not inbox.count_pending(session):
+                return
+        time.sleep(0.01)
+    raise TimeoutError("stored webhook bodies are still pending")
+
+
+class Drainer:
+    """Applies batches until none is pending; tells `on_applied` after each commit."""
+
+    def __init__(self, engine: Engine, settings: Settings, clock: Callable[[], datetime], *,
+                 on_applied: Callable[[], None] | None = None) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._read = parsers(settings)
+        self._clock = clock
+        self._on_applied = on_applied
+
+    def drain(self) -> int:
+        total = 0
+        while True:
+            done = apply_batch(self._engine, settings=self._settings, read=self._read,
+                               clock=self._clock)
+            if not done:
+                return total
+            total += done
+            if self._on_applied is not None:
+                self._on_applied()
+
+    def drain_logged(self) -> None:
+        """`drain`, for a loop that must outlive a database outage: errors are logged."""
+        try:
+            self.drain()
+        except Exception as exc:
+            logger.error("could not apply stored webhook bodies; will retry", exc_info=exc,
+                         extra={"action": "webhook_apply_stalled"})
+
+
+class Applier:
+    """The applier on a thread of this process. `wake` after each ingest commit."""
+
+    def __init__(self, drainer: Drainer) -> None:
+        self._drainer = drainer
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="replywindow-apply", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Finish the batch under way, then stop; what is pending waits for the next start."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def settle(self) -> int:
+        """Apply what is pending now, in the caller's thread (tests, the demo)."""
+        return self._drainer.drain()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()  # before draining: a wake during the drain is not lost
+            self._drainer.drain_logged()
+            self._wake.wait(POLL_SECONDS)

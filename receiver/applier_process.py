@@ -1,0 +1,127 @@
+"""The applier in a child process of the server (REPLYWINDOW_APPLIER=process, the default).
+
+Python runs one thread at a time per process: applying effects on a thread of the server
+would take turns with the event loop that acknowledges the vendors. In its own process it
+runs on another core. The two talk over the child's stdin and stdout:
+
+- stdin: the settings as one JSON line (so no secret is on a command line), then one byte
+  per ingest commit to wake it; end of file (the server stopped or died) stops it;
+- stdout: one byte after each commit that applied something, so the server wakes its
+  long-polls and bot pushes at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import select
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+
+from receiver import logging_setup
+from receiver.applier import POLL_SECONDS, Drainer, wait_applied
+from receiver.settings import Settings
+from store import db
+
+logger = logging.getLogger(__name__)
+
+STOP_SECONDS = 15.0
+
+
+class ApplierProcess:
+    """The server's handle on its applier child."""
+
+    def __init__(self, settings: Settings, engine: Engine, *,
+                 on_applied: Callable[[], None]) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._on_applied = on_applied
+        self._child: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        child = subprocess.Popen([sys.executable, "-m", "receiver.applier_process"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert child.stdin is not None and child.stdout is not None
+        child.stdin.write(json.dumps(self._settings.as_plain()).encode() + b"\n")
+        child.stdin.flush()
+        os.set_blocking(child.stdin.fileno(), False)  # a wake must never block the loop
+        os.set_blocking(child.stdout.fileno(), False)
+        asyncio.get_running_loop().add_reader(child.stdout.fileno(), self._applied)
+        self._child = child
+
+    def _applied(self) -> None:
+        assert self._child is not None and self._child.stdout is not None
+        try:
+            data = os.read(self._child.stdout.fileno(), 4096)
+        except BlockingIOError:
+            return
+        if not data:  # the child ended
+            asyncio.get_running_loop().remove_reader(self._child.stdout.fileno())
+            logger.error("the applier process ended", extra={"action": "applier_ended"})
+            return
+        self._on_applied()
+
+    def wake(self) -> None:
+        if self._child is None or self._child.stdin is None:
+            return
+        with contextlib.suppress(BlockingIOError, BrokenPipeError):
+            os.write(self._child.stdin.fileno(), b"w")  # full pipe: it is awake anyway
+
+    def settle(self) -> None:
+        """Wait until nothing stored is left to apply (tests)."""
+        wait_applied(self._engine)
+
+    async def stop(self) -> None:
+        """Close its stdin: it finishes the batch under way and exits."""
+        child, self._child = self._child, None
+        if child is None:
+            return
+        assert child.stdin is not None and child.stdout is not None
+        with contextlib.suppress(ValueError):
+            asyncio.get_running_loop().remove_reader(child.stdout.fileno())
+        with contextlib.suppress(OSError):
+            child.stdin.close()
+        try:
+            await asyncio.to_thread(child.wait, STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            logger.error("the applier process did not stop; killed",
+                         extra={"action": "applier_killed"})
+            child.kill()
+            await asyncio.to_thread(child.wait)
+        child.stdout.close()
+
+
+def _tell_parent() -> None:
+    with contextlib.suppress(BlockingIOError, BrokenPipeError):
+        os.write(sys.stdout.fileno(), b"a")
+
+
+def main() -> None:
+    logging_setup.configure()
+    stdin = sys.stdin.buffer
+    settings = Settings(_env_file=None, **json.loads(stdin.readline()))  # type: ignore[call-arg]
+    engine = db.make_engine(settings.database_url)
+    os.set_blocking(sys.stdout.fileno(), False)
+    drainer = Drainer(engine, settings, lambda: datetime.now(UTC), on_applied=_tell_parent)
+    parent = os.getppid()
+    fd = stdin.fileno()
+    try:
+        while os.getppid() == parent:
+            drainer.drain_logged()
+            readable, _, _ = select.select([fd], [], [], POLL_SECONDS)
+            if readable and not os.read(fd, 65536):
+                drainer.drain_logged()  # the server is stopping: what it stored is applied
+                return
+    finally:
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
