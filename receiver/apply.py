@@ -155,12 +155,20 @@ def _apply_chat(session: Session, event: ChatSeen, *, inbox_body_id: int | None,
                 batch: Batch | None) -> None:
     # A timestamp in the future is clamped to when we received the message.
     at = inbound_time(event.sent_at, received_at=received_at)
+    conversation_id: int | tuple[str, str, str]
     if event.direction == "in":
-        conversation_id = conversations.record_inbound(
-            session, channel=event.channel, account=event.account, customer=event.customer,
-            message_at=at, message_id=event.vendor_message_id,
-            customer_name=event.customer_name, now=now,
-        )
+        if batch is not None:  # upserted with the batch's others; the id known then
+            batch.deferred.inbound.append({
+                "channel": event.channel, "account": event.account,
+                "customer": event.customer, "customer_name": event.customer_name, "at": at,
+                "message_id": event.vendor_message_id, "now": now})
+            conversation_id = (event.channel, event.account, event.customer)
+        else:
+            conversation_id = conversations.record_inbound(
+                session, channel=event.channel, account=event.account,
+                customer=event.customer, message_at=at, message_id=event.vendor_message_id,
+                customer_name=event.customer_name, now=now,
+            )
         if event.channel in ("whatsapp", "sms"):
             _record_opt_choice(session, event, at=at, batch=batch)
         _write(session, batch, "bot_events", bot_events.inbound_row(

@@ -19,7 +19,7 @@ from sqlalchemy import bindparam, or_, select
 from sqlalchemy import insert as sa_insert
 from sqlmodel import Session
 
-from store import events, messages
+from store import conversations, events, messages
 from store._dialect import insert
 from store.models import EventKey, OutboundMessage, StatusEvent
 
@@ -81,12 +81,22 @@ class Deferred:
     """Inserts held back to the end of the batch, or to the moment anything else is written
     or read (`flush`), so every row still goes in in the order the events came."""
 
+    inbound: list[dict[str, Any]] = field(default_factory=list)  # conversations' upserts
+    # A chat message's conversation_id may be its (channel, account, customer), until the
+    # upserts above are written and the ids known.
     chat_messages: list[dict[str, Any]] = field(default_factory=list)
     status_events: list[dict[str, Any]] = field(default_factory=list)
     bot_events: list[dict[str, Any]] = field(default_factory=list)
+    conversation_ids: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
     def flush(self, session: Session) -> None:
         connection = session.connection()
+        if self.inbound:
+            self.conversation_ids.update(conversations.record_inbounds(session, self.inbound))
+            self.inbound = []
+        for row in self.chat_messages:
+            if isinstance(row["conversation_id"], tuple):
+                row["conversation_id"] = self.conversation_ids[row["conversation_id"]]
         if self.chat_messages:
             connection.execute(messages.ADD_CHAT_MESSAGE, self.chat_messages)
             self.chat_messages = []

@@ -6,7 +6,7 @@ import weakref
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, bindparam, case, text
+from sqlalchemy import Engine, bindparam, case, text, tuple_
 from sqlalchemy.engine import Dialect
 from sqlmodel import Session, col, select
 
@@ -16,7 +16,7 @@ from store.models import Conversation
 
 # Plain SQL both databases speak, so it is compiled once (see store/inbox.py CLAIM). The
 # window only grows: a late, older message changes nothing. SET sees the old row throughout.
-RECORD_INBOUND = text("""
+_RECORD_INBOUND_SQL = """
 INSERT INTO conversations (channel, account, customer, customer_name, last_inbound_at,
                            last_inbound_message_id, created_at, updated_at)
 VALUES (:channel, :account, :customer, :customer_name, :at, :message_id, :now, :now)
@@ -31,8 +31,11 @@ ON CONFLICT (channel, account, customer) DO UPDATE SET
     THEN excluded.last_inbound_at ELSE conversations.last_inbound_at END,
   customer_name = COALESCE(excluded.customer_name, conversations.customer_name),
   updated_at = excluded.updated_at
-RETURNING id
-""").bindparams(bindparam("at", type_=UTCDateTime()), bindparam("now", type_=UTCDateTime()))
+"""
+_TIMES = (bindparam("at", type_=UTCDateTime()), bindparam("now", type_=UTCDateTime()))
+RECORD_INBOUND = text(_RECORD_INBOUND_SQL + "RETURNING id\n").bindparams(*_TIMES)
+# The same for many messages at once (an executemany: no RETURNING; see `ids_of`).
+RECORD_INBOUNDS = text(_RECORD_INBOUND_SQL).bindparams(*_TIMES)
 
 
 def record_inbound(session: Session, *, channel: str, account: str, customer: str,
@@ -46,6 +49,26 @@ def record_inbound(session: Session, *, channel: str, account: str, customer: st
         "channel": channel, "account": account, "customer": customer,
         "customer_name": customer_name, "at": message_at, "message_id": message_id, "now": now})
     return int(found.scalar_one())
+
+
+_TABLE = Conversation.__table__  # type: ignore[attr-defined]
+IDS_OF = select(_TABLE.c.id, _TABLE.c.channel, _TABLE.c.account, _TABLE.c.customer).where(
+    tuple_(_TABLE.c.channel, _TABLE.c.account, _TABLE.c.customer)
+    .in_(bindparam("keys", expanding=True)))
+Key = tuple[str, str, str]
+
+
+def record_inbounds(session: Session, rows: list[dict[str, Any]]) -> dict[Key, int]:
+    """`record_inbound` for many messages (rows of its keyword arguments, `message_at` as
+    `at`), in order; the id of each (channel, account, customer)."""
+    connection = session.connection()
+    connection.execute(RECORD_INBOUNDS, rows)
+    keys = list(dict.fromkeys((r["channel"], r["account"], r["customer"]) for r in rows))
+    ids: dict[Key, int] = {}
+    for start in range(0, len(keys), 300):  # 3 parameters a key: within SQLite's limit
+        for id_, *key in connection.execute(IDS_OF, {"keys": keys[start:start + 300]}):
+            ids[tuple(key)] = id_  # type: ignore[index]
+    return ids
 
 
 def record_outbound(session: Session, *, channel: str, account: str, customer: str,

@@ -1,0 +1,154 @@
+"""The applier: a batch applied all at once has the very effects of its bodies applied one by
+one, exactly once, and it takes the fast path on the vendors' own examples."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlmodel import Session
+
+from receiver import crypto
+from receiver.applier import Drainer
+from receiver.apply import apply_events
+from receiver.ingest import Received, store_batch_fast
+from receiver.parsers import parsers
+from receiver.settings import Settings
+from store import db, inbox, migrate
+from store.models import OutboundMessage
+from tests.conftest import DATA, TOKEN
+
+NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+YZJ_KEY = "replywindowTestVectorKey32bytes!"
+
+
+def _example(name: str) -> bytes:
+    return (DATA / "webhooks" / name).read_bytes()
+
+
+def _json(name: str, **changes: Any) -> bytes:
+    return json.dumps(json.loads(_example(name)) | changes).encode()
+
+
+def _yzj(name: str) -> bytes:
+    return crypto.encrypt(_example(name), crypto.decode_key(YZJ_KEY))
+
+
+def _bodies() -> list[tuple[str, str, bytes]]:
+    """The vendors' examples, with what makes batches hard: the same event twice in one
+    batch, a STOP, a status about a message of ours, one about none, one customer twice."""
+    return [
+        ("itnio", "whatsapp", _example("itnio_wa_uplink_text.json")),
+        ("itnio", "whatsapp", _example("itnio_wa_uplink_text.json")),  # the vendor retried
+        ("itnio", "whatsapp", _json("itnio_wa_uplink_text.json", messageId="m-stop",
+                                    message={"type": "text", "text": {"body": "STOP"}})),
+        ("itnio", "whatsapp", _example("itnio_wa_uplink_image.json")),
+        ("itnio", "whatsapp", _example("itnio_wa_status_delivered.json")),  # ours
+        ("itnio", "whatsapp", _example("itnio_wa_status_failed.json")),
+        ("itnio", "whatsapp", _json("itnio_wa_status_delivered.json", messageId="not-ours")),
+        ("itnio", "whatsapp", _example("itnio_wa_template_status.json")),
+        ("itnio", "sms", _example("itnio_sms_mo.json")),
+        ("itnio", "sms", _example("itnio_sms_dlr.json")),
+        ("yzj", "wecom", _yzj("yzj_chatmsg_inbound.json")),
+        ("yzj", "wecom", _yzj("yzj_chatmsg_echo.json")),
+        ("yzj", "wecom", _yzj("yzj_chatmsg_send_fail.json")),
+        ("itnio", "whatsapp", _json("itnio_wa_uplink_text.json", messageId="m-later")),
+    ]
+
+
+def _settings(url: str) -> Settings:
+    return Settings(database_url=url, webhook_token=TOKEN, yzj_encoding_aes_key=YZJ_KEY,
+                    bot_webhook_url="http://bot.invalid/hook",
+                    _env_file=None)  # type: ignore[call-arg]
+
+
+def _store(engine: Engine, settings: Settings) -> None:
+    read = parsers(settings)
+    items = [Received(vendor, route, NOW - timedelta(seconds=len(body) % 7), {}, body,
+                      events=read[(vendor, route)](body)) for vendor, route, body in _bodies()]
+    with Session(engine) as session, session.begin():
+        session.add(OutboundMessage(  # the message the delivered status is about
+            id="msg_ours", channel="whatsapp", account="91856321412", recipient="91856321432",
+            route="custom", status="accepted", vendor_message_id="1786543210987654321",
+            created_at=NOW - timedelta(minutes=5), status_at=NOW - timedelta(minutes=5)))
+        session.flush()
+        assert set(store_batch_fast(session, items)) == {"pending"}
+
+
+def _one_by_one(engine: Engine, settings: Settings) -> None:
+    read = parsers(settings)
+    with Session(db.writer(engine)) as session, session.begin():
+        rows = inbox.pending(session, limit=1000)
+        inbox.set_states(session, [
+            (row.id, apply_events(session, events=read[(row.vendor, row.route)](row.body),
+                                  inbox_body_id=row.id, received_at=row.received_at,
+                                  settings=settings, now=NOW), NOW, None)
+            for row in rows])
+
+
+TABLES = {
+    "conversations": "channel, account, customer, customer_name, last_inbound_at, "
+                     "last_inbound_message_id, last_outbound_at",
+    "chat_messages": "conversation_id, channel, direction, vendor_message_id, msg_type, text, "
+                     "sent_at, inbox_body_id",
+    "status_events": "channel, vendor_message_id, client_ref, message_id, status, occurred_at, "
+                     "failure_code, inbox_body_id",
+    "event_keys": "key, inbox_body_id",
+    "events": "kind, account, conversation_key, data, push_state",
+    "opt_outs": "customer, opted_out",
+    "templates": "vendor_template_id, name, status",
+    "outbound_messages": "id, status, delivered_at, failed_at",
+    "inbox_bodies": "id, state, applied_at",
+}
+
+
+def _snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    with engine.connect() as conn:
+        return {table: [tuple(map(str, row)) for row in
+                        conn.execute(text(f"SELECT {columns} FROM {table} ORDER BY 1, 2"))]
+                for table, columns in TABLES.items()}
+
+
+def test_a_batch_has_the_effects_of_its_bodies_applied_one_by_one(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    snapshots = []
+    for name in ("batch", "one_by_one"):
+        url = f"sqlite:///{tmp_path / name}.db"
+        migrate.upgrade(url)
+        engine, settings = db.make_engine(url), _settings(url)
+        _store(engine, settings)
+        with caplog.at_level(logging.WARNING):
+            if name == "batch":
+                assert Drainer(engine, settings, lambda: NOW).drain() == len(_bodies())
+            else:
+                _one_by_one(engine, settings)
+        snapshots.append(_snapshot(engine))
+        engine.dispose()
+
+    batch, one_by_one = snapshots
+    assert batch == one_by_one
+    assert not [r for r in caplog.records if getattr(r, "action", "") == "webhook_apply_careful"]
+    states = [state for _, state, _ in batch["inbox_bodies"]]
+    assert "duplicate" in states and "failed" not in states
+    assert [row[0] for row in batch["opt_outs"]] == ["91856321432"]
+
+
+def test_the_fast_path_applies_the_examples_exactly_once(
+        engine: Engine, db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    settings = _settings(db_url)
+    _store(engine, settings)
+    drainer = Drainer(engine, settings, lambda: NOW)
+
+    with caplog.at_level(logging.WARNING):
+        assert drainer.drain() == len(_bodies())
+    assert drainer.drain() == 0  # nothing is applied twice
+
+    assert not [r for r in caplog.records if getattr(r, "action", "") == "webhook_apply_careful"]
+    snapshot = _snapshot(engine)
+    assert {state for _, state, _ in snapshot["inbox_bodies"]} <= {"applied", "duplicate"}
+    assert ("msg_ours", "delivered") == snapshot["outbound_messages"][0][:2]
