@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine, text
+from sqlmodel import Session
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -36,7 +37,9 @@ from sender.itnio import ItnioClient
 from sender.push import BotPusher
 from sender.service import Sender
 from sender.yzj import YzjClient
-from store import db
+from store import db, inbox
+from store import spool as spool_module
+from store.spool import Spool
 
 logger = logging.getLogger(__name__)
 
@@ -99,16 +102,17 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
         announce(settings, token, generated=generated, bot_secret=bot_secret,
                  secret_generated=secret_made)
         notifier = Notifier()
-        metrics = Metrics(engine, clock)
         yzj_host = httpx.URL(settings.yzj_base_url).host
-        applier = _applier(settings, engine, clock, notifier)
+        spool = await run_in_threadpool(_open_spool, settings, engine)
+        metrics = Metrics(engine, clock, spool)
+        applier = _applier(settings, engine, clock, notifier, spool)
         applier.start()
 
         def stored() -> None:
             notifier.notify()
             applier.wake()
 
-        ingestor = Ingestor(engine, on_commit=stored)
+        ingestor = Ingestor(engine, spool=spool, on_commit=stored)
         await ingestor.start()
         scheduler = AsyncIOScheduler(timezone="UTC")
         timeout = httpx.Timeout(settings.vendor_timeout_seconds,
@@ -144,6 +148,8 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
                     attempt.cancel()  # the message stays `sending`; the lease sweep settles it
                 await ingestor.stop()
                 await _stop(applier)
+                if spool is not None:
+                    spool.close()
                 engine.dispose()
 
     routes = [
@@ -171,12 +177,17 @@ class ReplyWindow(Starlette):
         await super().__call__(scope, receive, send)
 
 
-def _applier(settings: Settings, engine: Engine, clock: Clock,
-             notifier: Notifier) -> Applier | ApplierProcess:
+def _open_spool(settings: Settings, engine: Engine) -> Spool | None:
+    with Session(engine) as session:
+        return spool_module.open_for(settings.database_url, above=inbox.max_id(session))
+
+
+def _applier(settings: Settings, engine: Engine, clock: Clock, notifier: Notifier,
+             spool: Spool | None) -> Applier | ApplierProcess:
     loop = asyncio.get_running_loop()
     if settings.applier == "process":
-        return ApplierProcess(settings, engine, on_applied=notifier.notify)
-    return Applier(Drainer(engine, settings, clock,
+        return ApplierProcess(settings, engine, spool, on_applied=notifier.notify)
+    return Applier(Drainer(engine, settings, clock, spool=spool,
                            on_applied=lambda: loop.call_soon_threadsafe(notifier.notify)))
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -28,6 +29,7 @@ from receiver.events import Event
 from receiver.parsers import Parser, parsers
 from receiver.settings import Settings
 from store import db, inbox
+from store.spool import Spool
 
 logger = logging.getLogger(__name__)
 
@@ -72,41 +74,24 @@ def _apply_each(session: Session, parsed: list[tuple[Any, list[Event]]], *,
     return updates
 
 
-def apply_batch(engine: Engine, *, settings: Settings, read: dict[tuple[str, str], Parser],
-                clock: Callable[[], datetime], limit: int = BATCH) -> int:
-    """Apply up to `limit` pending bodies in one transaction; how many were done.
+def _apply_parsed(session: Session, parsed: list[tuple[Any, list[Event] | str]], *,
+                  settings: Settings, now: datetime, careful: bool) -> list[Update]:
+    """Apply parsed bodies (or mark those that would not parse); their states."""
+    updates: list[Update] = [(row.id, "failed", None, events) for row, events in parsed
+                             if isinstance(events, str)]
+    todo = [(row, events) for row, events in parsed if not isinstance(events, str)]
+    if careful:
+        return updates + _apply_each(session, todo, settings=settings, now=now)
+    states = apply_many(session, [(row.id, row.received_at, events) for row, events in todo],
+                        settings=settings, now=now)
+    return updates + [(row.id, state, now, None)
+                      for (row, _), state in zip(todo, states, strict=True)]
 
-    First all at once, with no savepoints; should anything fail, the batch is rolled back and
-    done again body by body, each in its own savepoint, so one bad body is marked `failed`
-    (for `inbox replay` once mended) and the others are applied all the same."""
 
-    with Session(engine) as session:  # read and parse outside the write lock
-        rows = inbox.pending(session, limit=limit)
-    if not rows:
-        return 0
-    parsed = [(row, _parse(row, read)) for row in rows]
-
-    def work(careful: bool) -> int:
-        with Session(db.writer(engine)) as session, session.begin():
-            db.serialize_writers(session, APPLY_LOCK)
-            still = inbox.still_pending(session, [row.id for row in rows])  # another applier?
-            now = clock()
-            updates: list[Update] = [(row.id, "failed", None, events) for row, events in parsed
-                                     if row.id in still and isinstance(events, str)]
-            todo = [(row, events) for row, events in parsed
-                    if row.id in still and not isinstance(events, str)]
-            if careful:
-                updates += _apply_each(session, todo, settings=settings, now=now)
-            else:
-                states = apply_many(session, [(row.id, row.received_at, events)
-                                              for row, events in todo],
-                                    settings=settings, now=now)
-                updates += [(row.id, state, now, None)
-                            for (row, _), state in zip(todo, states, strict=True)]
-            if updates:
-                inbox.set_states(session, updates)
-            return len(rows)
-
+def _fast_then_careful(work: Callable[[bool], int]) -> int:
+    """First all at once, with no savepoints; should anything fail, the batch is rolled back
+    and done again body by body, each in its own savepoint, so one bad body is marked
+    `failed` (for `inbox replay` once mended) and the others are applied all the same."""
     try:
         return db.retrying(lambda: work(False), attempts=ATTEMPTS, what="applying a batch")
     except Exception as exc:
@@ -117,12 +102,60 @@ def apply_batch(engine: Engine, *, settings: Settings, read: dict[tuple[str, str
         return db.retrying(lambda: work(True), attempts=ATTEMPTS, what="applying a batch")
 
 
-def wait_applied(engine: Engine, *, timeout: float = 30.0) -> None:
+def apply_batch(engine: Engine, *, settings: Settings, read: dict[tuple[str, str], Parser],
+                clock: Callable[[], datetime], limit: int = BATCH) -> int:
+    """Apply up to `limit` pending bodies of `inbox_bodies` in one transaction; how many."""
+    with Session(engine) as session:  # read and parse outside the write lock
+        rows = inbox.pending(session, limit=limit)
+    if not rows:
+        return 0
+    parsed = [(row, _parse(row, read)) for row in rows]
+
+    def work(careful: bool) -> int:
+        with Session(db.writer(engine)) as session, session.begin():
+            db.serialize_writers(session, APPLY_LOCK)
+            still = inbox.still_pending(session, [row.id for row in rows])  # another applier?
+            updates = _apply_parsed(session, [p for p in parsed if p[0].id in still],
+                                    settings=settings, now=clock(), careful=careful)
+            if updates:
+                inbox.set_states(session, updates)
+            return len(rows)
+
+    return _fast_then_careful(work)
+
+
+def apply_spooled(engine: Engine, spool: Spool, *, settings: Settings,
+                  read: dict[tuple[str, str], Parser], clock: Callable[[], datetime],
+                  limit: int = BATCH) -> int:
+    """SQLite: move up to `limit` bodies from the spool into `inbox_bodies` and apply them,
+    in one transaction; then forget them in the spool. How many."""
+    spooled = spool.oldest(limit)
+    if not spooled:
+        return 0
+    parsed = {row.id: _parse(row, read) for row in spooled if row.state == "pending"}
+
+    def work(careful: bool) -> int:
+        with Session(db.writer(engine)) as session, session.begin():
+            stored = inbox.move_in(session, [row.as_inbox_row() for row in spooled])
+            todo = [(replace(row, id=stored[row.id]), parsed[row.id]) for row in spooled
+                    if row.id in stored and row.id in parsed]
+            updates = _apply_parsed(session, todo, settings=settings, now=clock(),
+                                    careful=careful)
+            if updates:
+                inbox.set_states(session, updates)
+            return len(spooled)
+
+    done = _fast_then_careful(work)
+    spool.forget(spooled[-1].id)
+    return done
+
+
+def wait_applied(engine: Engine, spool: Spool | None = None, *, timeout: float = 30.0) -> None:
     """Wait until no stored body is left to apply (the demo; a settle across processes)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with Session(engine) as session:
-            if not inbox.count_pending(session):
+            if not inbox.count_pending(session) and (spool is None or not spool.backlog()[0]):
                 return
         time.sleep(0.01)
     raise TimeoutError("stored webhook bodies are still pending")
@@ -132,8 +165,10 @@ class Drainer:
     """Applies batches until none is pending; tells `on_applied` after each commit."""
 
     def __init__(self, engine: Engine, settings: Settings, clock: Callable[[], datetime], *,
+                 spool: Spool | None = None,
                  on_applied: Callable[[], None] | None = None) -> None:
         self._engine = engine
+        self._spool = spool
         self._settings = settings
         self._read = parsers(settings)
         self._clock = clock
@@ -142,8 +177,13 @@ class Drainer:
     def drain(self) -> int:
         total = 0
         while True:
-            done = apply_batch(self._engine, settings=self._settings, read=self._read,
-                               clock=self._clock)
+            done = 0
+            if self._spool is not None:
+                done = apply_spooled(self._engine, self._spool, settings=self._settings,
+                                     read=self._read, clock=self._clock)
+            if not done:  # PostgreSQL's bodies, or any left pending in `inbox_bodies`
+                done = apply_batch(self._engine, settings=self._settings, read=self._read,
+                                   clock=self._clock)
             if not done:
                 return total
             total += done

@@ -29,6 +29,8 @@ from receiver import logging_setup
 from receiver.applier import POLL_SECONDS, Drainer, wait_applied
 from receiver.settings import Settings
 from store import db
+from store import spool as spool_module
+from store.spool import Spool
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +40,11 @@ STOP_SECONDS = 15.0
 class ApplierProcess:
     """The server's handle on its applier child."""
 
-    def __init__(self, settings: Settings, engine: Engine, *,
+    def __init__(self, settings: Settings, engine: Engine, spool: Spool | None, *,
                  on_applied: Callable[[], None]) -> None:
         self._settings = settings
         self._engine = engine
+        self._spool = spool
         self._on_applied = on_applied
         self._child: subprocess.Popen[bytes] | None = None
 
@@ -76,7 +79,7 @@ class ApplierProcess:
 
     def settle(self) -> None:
         """Wait until nothing stored is left to apply (tests)."""
-        wait_applied(self._engine)
+        wait_applied(self._engine, self._spool)
 
     async def stop(self) -> None:
         """Close its stdin: it finishes the batch under way and exits."""
@@ -109,7 +112,10 @@ def main() -> None:
     settings = Settings(_env_file=None, **json.loads(stdin.readline()))  # type: ignore[call-arg]
     engine = db.make_engine(settings.database_url)
     os.set_blocking(sys.stdout.fileno(), False)
-    drainer = Drainer(engine, settings, lambda: datetime.now(UTC), on_applied=_tell_parent)
+    spool_path = spool_module.path_for(settings.database_url)
+    spool = Spool(spool_path) if spool_path is not None else None  # the server made it
+    drainer = Drainer(engine, settings, lambda: datetime.now(UTC), spool=spool,
+                      on_applied=_tell_parent)
     parent = os.getppid()
     fd = stdin.fileno()
     try:
@@ -120,6 +126,8 @@ def main() -> None:
                 drainer.drain_logged()  # the server is stopping: what it stored is applied
                 return
     finally:
+        if spool is not None:
+            spool.close()
         engine.dispose()
 
 

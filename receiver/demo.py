@@ -24,6 +24,7 @@ from receiver.settings import Settings
 from sender.simulator import VendorSimulator
 from store import migrate
 from store.db import make_engine
+from store.spool import Spool, path_for
 
 TOKEN = "demo-webhook-token"
 API_KEY = "demo-api-key"
@@ -91,7 +92,7 @@ class Demo:
 
     async def callbacks_arrive(self) -> None:
         await self.sim.deliver_callbacks()
-        await asyncio.to_thread(wait_applied, self.engine)  # acknowledged, then applied
+        await asyncio.to_thread(wait_applied, self.engine, self.spool)  # acked, then applied
 
     async def send(self, body: dict[str, Any]) -> dict[str, Any]:
         response = await self.bot.post("/v1/messages", json=body)
@@ -106,6 +107,7 @@ class Demo:
     async def run(self) -> list[dict[str, Any]]:
         migrate.upgrade(self.db_url)
         self.engine = make_engine(self.db_url)
+        self.spool = Spool(spool_path) if (spool_path := path_for(self.db_url)) else None
         app = create_app(self.settings, clock=self.clock)
         servers = [await _serve(self.sim.app, self.sim_port),
                    await _serve(app, self.service_port)]
@@ -117,6 +119,8 @@ class Demo:
                 await task
             await self.bot.aclose()
             await self.callbacks.aclose()
+            if self.spool is not None:
+                self.spool.close()
             self.engine.dispose()
 
     async def play(self) -> list[dict[str, Any]]:

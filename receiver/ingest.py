@@ -27,6 +27,7 @@ from sqlmodel import Session
 from receiver.errors import Unavailable
 from receiver.events import Event
 from store import db, inbox
+from store.spool import Spool
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,10 @@ def store_batch_fast(session: Session, items: list[Received]) -> list[str]:
             rows.append(_row(item))
     if rows:
         inbox.add_pending(session, rows)
+    return _states(items)
+
+
+def _states(items: list[Received]) -> list[str]:
     return ["quarantined" if item.error_code is not None else
             "failed" if item.parser_failure is not None else "pending" for item in items]
 
@@ -99,8 +104,10 @@ def store_batch(session: Session, items: list[Received]) -> list[str]:
 
 
 class Ingestor:
-    def __init__(self, engine: Engine, *, on_commit: Callable[[], None] | None = None) -> None:
+    def __init__(self, engine: Engine, *, spool: Spool | None = None,
+                 on_commit: Callable[[], None] | None = None) -> None:
         self._engine = db.writer(engine)
+        self._spool = spool
         self._on_commit = on_commit
         self._queue: asyncio.Queue[tuple[Received, asyncio.Future[str]] | None] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="replywindow-ingest")
@@ -175,6 +182,8 @@ class Ingestor:
             self._on_commit()
 
     def _write(self, items: list[Received]) -> list[str]:
+        if self._spool is not None:
+            return self._write_spool(self._spool, items)
         try:
             return self._transaction(items, store_batch_fast)
         except Exception as exc:
@@ -184,6 +193,16 @@ class Ingestor:
                            extra={"action": "webhook_batch_careful", "count": len(items),
                                   "error": type(exc).__name__})
             return self._transaction(items, store_batch)
+
+    def _write_spool(self, spool: Spool, items: list[Received]) -> list[str]:
+        """SQLite: readable bodies to the spool (store/spool.py), the rest to the quarantine."""
+        unreadable = [item for item in items if item.error_code is not None]
+        if unreadable:
+            self._transaction(unreadable, store_batch_fast)
+        readable = [_row(item) for item in items if item.error_code is None]
+        if readable:
+            spool.append(readable)
+        return _states(items)
 
     def _transaction(self, items: list[Received],
                      store: Callable[[Session, list[Received]], list[str]]) -> list[str]:

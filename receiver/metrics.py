@@ -49,6 +49,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from store.models import Event, InboxBody, OutboundMessage, QuarantinedBody
+from store.spool import Spool
 
 if TYPE_CHECKING:
     from receiver.runtime import Runtime
@@ -80,9 +81,11 @@ def _age(now: datetime, then: datetime | None) -> float:
 class DatabaseCollector(Collector):
     """Gauges read from the database on every scrape: a few COUNT / GROUP BY / MIN queries."""
 
-    def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
+    def __init__(self, engine: Engine, clock: Callable[[], datetime],
+                 spool: Spool | None = None) -> None:
         self._engine = engine
         self._clock = clock
+        self._spool = spool
 
     def describe(self) -> Iterator[Metric]:
         return iter(self._families())
@@ -175,6 +178,10 @@ class DatabaseCollector(Collector):
             waiting = select(func.count(), func.min(InboxBody.received_at)).where(
                 InboxBody.state == "pending")
             count, oldest = session.exec(waiting).one()
+            if self._spool is not None:  # SQLite: bodies wait in the spool
+                spooled, oldest_spooled = self._spool.backlog()
+                count += spooled
+                oldest = min(filter(None, (oldest, oldest_spooled)), default=None)
             pending.add_metric([], count)
             oldest_pending.add_metric([], _age(now, oldest))
             failed.add_metric([], session.exec(
@@ -201,7 +208,8 @@ def transport_error_kind(exc: BaseException) -> str:
 
 
 class Metrics:
-    def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
+    def __init__(self, engine: Engine, clock: Callable[[], datetime],
+                 spool: Spool | None = None) -> None:
         self.registry = CollectorRegistry()
         self._webhooks = Counter(
             "replywindow_webhooks_received", "Vendor webhook requests by vendor, route and "
@@ -219,7 +227,7 @@ class Metrics:
             "replywindow_vendor_errors", "Vendor API calls that failed: HTTP 4xx / 5xx answers, "
             "and connect / timeout / transport errors with no answer.",
             ["vendor", "endpoint", "kind"], registry=self.registry)
-        self.registry.register(DatabaseCollector(engine, clock))
+        self.registry.register(DatabaseCollector(engine, clock, spool))
         self._endpoints: set[str] = set()
 
     def webhook(self, vendor: str, route: str, outcome: str,

@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, text, update
+from sqlalchemy import bindparam, text, update
+from sqlalchemy import insert as sa_insert
 from sqlmodel import Session, col, func, select
 
+from store._dialect import insert
 from store.db import UTCDateTime
 from store.models import InboxBody, QuarantinedBody
 
@@ -39,7 +41,8 @@ CLAIM = text(
     'VALUES (:key, :inbox_body_id, :applied_at) ON CONFLICT ("key") DO NOTHING RETURNING "key"'
 ).bindparams(bindparam("applied_at", type_=UTCDateTime()))
 _BODIES = InboxBody.__table__  # type: ignore[attr-defined]
-ADD_PENDING = insert(_BODIES)
+ADD_PENDING = sa_insert(_BODIES)
+_ADD_ONE = sa_insert(_BODIES).returning(_BODIES.c.id)
 SET_STATES = (
     update(_BODIES).where(_BODIES.c.id == bindparam("b_id"))
     .values(state=bindparam("b_state"), applied_at=bindparam("b_applied_at"),
@@ -77,9 +80,36 @@ STILL_PENDING = text(
 ).bindparams(bindparam("ids", expanding=True))
 
 
+def move_in(session: Session, rows: list[dict[str, Any]]) -> dict[int, int]:
+    """Store spooled bodies (store/spool.py) under their spool ids; {spool id: stored id} of
+    those stored now. An id taken by the same body means it was moved before (a crash
+    between commit and spool cleanup): left out. One taken by another body (stored by some
+    other way) cannot be a move: that body is stored under a new id."""
+    connection = session.connection()
+    stmt = insert(session, _BODIES).on_conflict_do_nothing(index_elements=["id"]) \
+        .returning(_BODIES.c.id)
+    stored = {id_: id_ for id_ in connection.execute(stmt, rows).scalars()}
+    taken = [row for row in rows if row["id"] not in stored]
+    if taken:
+        bodies = dict(connection.execute(
+            select(_BODIES.c.id, _BODIES.c.body).where(_BODIES.c.id.in_([r["id"] for r in taken]))
+        ).all())
+        for row in taken:
+            if bodies.get(row["id"]) != row["body"]:
+                fresh = {k: v for k, v in row.items() if k != "id"}
+                stored[row["id"]] = connection.execute(
+                    _ADD_ONE, fresh).scalar_one()
+    return stored
+
+
 def still_pending(session: Session, ids: list[int]) -> set[int]:
     """Which of these bodies no one has applied yet (read under the applier's lock)."""
     return set(session.connection().execute(STILL_PENDING, {"ids": ids}).scalars())
+
+
+def max_id(session: Session) -> int:
+    return int(session.connection().execute(
+        text("SELECT coalesce(max(id), 0) FROM inbox_bodies")).scalar_one())
 
 
 def count_pending(session: Session) -> int:

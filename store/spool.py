@@ -1,0 +1,158 @@
+"""On SQLite, webhook bodies wait in a spool of their own until they are applied.
+
+SQLite lets one transaction at a time write to a database file. Were acknowledgements and the
+applier to share the main database, every acknowledgement would wait for whatever batch the
+applier is writing. So on SQLite the acknowledging writer appends bodies to a second file
+beside the database (`<database>-spool`, itself WAL with full fsync: durable before the
+200), and nothing else writes to it but the applier, which deletes what it has applied.
+
+The applier moves a body into `inbox_bodies` under its spool id and applies it in one
+transaction of the main database, and only then deletes it from the spool. A body moved a
+second time (a crash between the two) meets its own id there and is neither stored nor
+applied again. Ids only grow (AUTOINCREMENT), and start above every id in `inbox_bodies`.
+
+PostgreSQL has no such limit: there, bodies go straight into `inbox_bodies` as `pending`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS spool (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  vendor TEXT NOT NULL, route TEXT NOT NULL, received_at TEXT NOT NULL,
+  headers TEXT NOT NULL, body BLOB NOT NULL, state TEXT NOT NULL,
+  dedup_key TEXT, event_count INTEGER NOT NULL, detail TEXT
+)"""
+APPEND = ("INSERT INTO spool (vendor, route, received_at, headers, body, state, dedup_key, "
+          "event_count, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+OLDEST = ("SELECT id, vendor, route, received_at, headers, body, state, dedup_key, event_count, "
+          "detail FROM spool ORDER BY id LIMIT ?")
+
+
+@dataclass(frozen=True)
+class Spooled:
+    """A body in the spool, shaped like an `inbox_bodies` row."""
+
+    id: int
+    vendor: str
+    route: str
+    received_at: datetime
+    headers: dict[str, str]
+    body: bytes
+    state: str
+    dedup_key: str | None
+    event_count: int
+    detail: str | None
+
+    def as_inbox_row(self) -> dict[str, Any]:
+        return {"id": self.id, "vendor": self.vendor, "route": self.route,
+                "received_at": self.received_at, "headers": self.headers, "body": self.body,
+                "state": self.state, "dedup_key": self.dedup_key,
+                "event_count": self.event_count, "detail": self.detail, "applied_at": None}
+
+
+def open_for(database_url: str, *, above: int) -> Spool | None:
+    """The spool of this database (None where there is none), its ids above `above`."""
+    path = path_for(database_url)
+    if path is None:
+        return None
+    spool = Spool(path)
+    spool.ids_above(above)
+    return spool
+
+
+def path_for(database_url: str) -> Path | None:
+    """The spool beside a SQLite database file; None for PostgreSQL and in-memory SQLite."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(f"{url.database}-spool")
+
+
+class Spool:
+    """The spool file; one connection per thread (sqlite3 connections are not shared)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._connection().execute(SCHEMA)
+
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self.path, isolation_level=None, timeout=30,
+                                         check_same_thread=False)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=FULL")  # an acknowledged body survives
+            self._local.connection = connection
+            with self._lock:
+                self._connections.append(connection)
+        return connection
+
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        """Store bodies (rows as for `inbox_bodies`), durably, in one transaction."""
+        connection = self._connection()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            connection.executemany(APPEND, [
+                (r["vendor"], r["route"], r["received_at"].isoformat(),
+                 json.dumps(r["headers"]), r["body"], r["state"], r["dedup_key"],
+                 r["event_count"], r["detail"]) for r in rows])
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+    def oldest(self, limit: int) -> list[Spooled]:
+        return [Spooled(id_, vendor, route, datetime.fromisoformat(at), json.loads(headers),
+                        body, state, key, count, detail)
+                for id_, vendor, route, at, headers, body, state, key, count, detail
+                in self._connection().execute(OLDEST, (limit,))]
+
+    def forget(self, through_id: int) -> None:
+        """Delete what has been moved into the main database (ids up to `through_id`)."""
+        self._connection().execute("DELETE FROM spool WHERE id <= ?", (through_id,))
+
+    def backlog(self) -> tuple[int, datetime | None]:
+        """How many bodies wait, and when the oldest of them was received."""
+        count, oldest = self._connection().execute(
+            "SELECT count(*), min(received_at) FROM spool").fetchone()
+        return count, datetime.fromisoformat(oldest) if oldest else None
+
+    def ids_above(self, floor: int) -> None:
+        """Make every id handed out from now on greater than `floor` (the highest id in
+        `inbox_bodies`), so a spool id never names a body stored before."""
+        connection = self._connection()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            row = connection.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()
+            if row is None:
+                connection.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('spool', ?)",
+                                   (floor,))
+            elif row[0] < floor:
+                connection.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'spool'",
+                                   (floor,))
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
+        self._local = threading.local()

@@ -1,0 +1,100 @@
+"""The SQLite spool: bodies acknowledged into it are moved into inbox_bodies and applied once,
+whatever happens between the move and the spool's cleanup."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func
+from sqlmodel import Session, select
+
+from receiver.applier import Drainer
+from receiver.ingest import Received, _row
+from receiver.parsers import parsers
+from receiver.settings import Settings
+from store import db, migrate
+from store.models import ChatMessage, EventKey, InboxBody
+from store.spool import Spool, open_for, path_for
+from tests.conftest import DATA, TOKEN
+
+NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'rw.db'}"
+    migrate.upgrade(url)
+    return url
+
+
+def _settings(url: str) -> Settings:
+    return Settings(database_url=url, webhook_token=TOKEN, _env_file=None)  # type: ignore[call-arg]
+
+
+def _uplink(settings: Settings, n: int) -> dict[str, object]:
+    raw = (DATA / "webhooks" / "itnio_wa_uplink_text.json").read_bytes().replace(
+        b"wamid.HBgMOTE4NTYzMjE0MzIVAgASGBQzQUJD", f"wamid.{n}".encode())
+    events = parsers(settings)[("itnio", "whatsapp")](raw)
+    return _row(Received("itnio", "whatsapp", NOW, {"content-type": "application/json"}, raw,
+                         events=events))
+
+
+def _count(engine: Engine, model: object) -> int:
+    with Session(engine) as session:
+        return int(session.exec(select(func.count()).select_from(model)).one())  # type: ignore[arg-type]
+
+
+class CrashBeforeCleanup(Spool):
+    """A spool whose cleanup never happens, as if the process died right after the commit."""
+
+    def forget(self, through_id: int) -> None:
+        raise KeyboardInterrupt
+
+
+def test_a_body_moved_again_after_a_crash_is_neither_stored_nor_applied_twice(url: str) -> None:
+    settings, engine = _settings(url), db.make_engine(url)
+    path = path_for(url)
+    assert path is not None
+    CrashBeforeCleanup(path).append([_uplink(settings, n) for n in range(3)])
+
+    with pytest.raises(KeyboardInterrupt):
+        Drainer(engine, settings, lambda: NOW, spool=CrashBeforeCleanup(path)).drain()
+    assert _count(engine, ChatMessage) == 3  # committed; the spool still holds all three
+
+    spool = Spool(path)
+    assert spool.backlog()[0] == 3
+    assert Drainer(engine, settings, lambda: NOW, spool=spool).drain() == 3  # after restart
+
+    assert spool.backlog() == (0, None)
+    assert (_count(engine, InboxBody), _count(engine, ChatMessage), _count(engine, EventKey)) \
+        == (3, 3, 3)
+
+
+def test_spool_ids_start_above_every_stored_body_and_a_taken_id_is_not_lost(url: str) -> None:
+    settings, engine = _settings(url), db.make_engine(url)
+    with Session(engine) as session, session.begin():
+        session.add(InboxBody(id=7, vendor="itnio", route="whatsapp", received_at=NOW,
+                              body=b"{}", state="stored"))
+    spool = open_for(url, above=7)
+    assert spool is not None
+    spool.append([_uplink(settings, 1)])
+    assert [row.id for row in spool.oldest(10)] == [8]
+
+    with Session(engine) as session, session.begin():  # stored some other way, under id 8
+        session.add(InboxBody(id=8, vendor="itnio", route="sms", received_at=NOW,
+                              body=b"{\"other\": 1}", state="stored"))
+    assert Drainer(engine, settings, lambda: NOW, spool=spool).drain() == 1
+
+    with Session(engine) as session:
+        bodies = session.exec(select(InboxBody.id, InboxBody.state).order_by(InboxBody.id)).all()
+    assert [tuple(b) for b in bodies] == [(7, "stored"), (8, "stored"), (9, "applied")]
+    assert _count(engine, ChatMessage) == 1
+
+
+def test_postgresql_and_memory_have_no_spool() -> None:
+    assert path_for("postgresql+psycopg://u@h/db") is None
+    assert path_for("sqlite://") is None
+    assert path_for("sqlite:///:memory:") is None
+    assert path_for("sqlite:////var/lib/rw.db") == Path("/var/lib/rw.db-spool")
