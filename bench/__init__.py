@@ -11,8 +11,12 @@ SCENARIOS = (
     "naive: row+commit per request",
     "replywindow webhooks, SQLite",
     "replywindow webhooks, PostgreSQL",
+    "webhooks, SQLite, paced 0.35x ceiling",  # sustained for --sustain seconds (default 60)
+    "webhooks, SQLite, 云真机 only",
     "POST /v1/messages -> simulator",
     "POST /v1/messages at 1/2 rate",
     "window lookup, SQLite",
+    "window lookup, SQLite, at 1/2 rate",
     "window lookup, PostgreSQL",
+    "window lookup, PostgreSQL, at 1/2 rate",
 )

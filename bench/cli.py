@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import traceback
+import unicodedata
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -34,11 +35,13 @@ from bench import SCENARIOS, payloads, stores
 from bench.load import LoadResult, describe, run_load, which_wrk
 from bench.procs import ROOT, Server, running
 
-CEILING, NAIVE, RW_SQLITE, RW_PG, SENDS, SENDS_HALF, LOOKUP_SQLITE, LOOKUP_PG = SCENARIOS
+(CEILING, NAIVE, RW_SQLITE, RW_PG, SUSTAINED, YZJ_ONLY, SENDS, SENDS_HALF, LOOKUP_SQLITE,
+ LOOKUP_SQLITE_HALF, LOOKUP_PG, LOOKUP_PG_HALF) = SCENARIOS
 RESULTS = ROOT / "bench" / "results"
 OTHER_CPU_LIMIT = 0.15  # cores: above this, another job shared the machine
-PARTS = ("ceiling", "naive", "webhooks-sqlite", "webhooks-postgres", "sends", "lookup-sqlite",
-         "lookup-postgres")
+PARTS = ("ceiling", "naive", "webhooks-sqlite", "webhooks-postgres", "webhooks-sustained",
+         "yzj-only", "sends", "lookup-sqlite", "lookup-postgres")
+SUSTAIN_SHARE = 0.35  # the sustained run is paced at this share of the ceiling's acked/s
 BUSINESS = "91856321412"
 
 
@@ -77,12 +80,42 @@ class Options:
     slots: int
     windows: int
     recipients: int
+    sustain: float
     smoke: bool
     loadgen: str
     pg_url: str
     json_path: Path
     keep: bool
     only: frozenset[str]
+
+
+class YzjBodies:
+    """Distinct encrypted 云真机 bodies, numbered from `start`, made as they are first asked
+    for (encrypting takes ~0.1 ms a body)."""
+
+    def __init__(self, start: int, now: int) -> None:
+        self.start, self.now = start, now
+        self.bodies: list[str] = []
+
+    def first(self, count: int) -> list[str]:
+        if count > len(self.bodies):
+            self.bodies += payloads.yzj_pool(self.start + len(self.bodies),
+                                             count - len(self.bodies), self.now)
+        return self.bodies[:count]
+
+
+def backlog_note(backlog: stores.BacklogSampler, rate: float) -> str:
+    """The backlog at the start and end of the run, its peak, and whether it grew (by more
+    than a second's worth of arrivals: `rate`, the bodies acknowledged a second)."""
+    if backlog.start is None or backlog.end is None:
+        return "backlog: not sampled"
+    slope = backlog.slope()
+    trend = f", trend {slope:+,.0f}/s" if slope is not None else ""
+    grown = backlog.end - backlog.start
+    verdict = ("it GREW: applying did not keep up" if grown > max(rate, 100.0)
+               else "it did not grow: applying kept up")
+    return (f"backlog (bodies not yet applied), sampled every second: {backlog.start:,} at the "
+            f"start, {backlog.end:,} at the end, at most {backlog.peak:,}{trend}; {verdict}")
 
 
 class Bench:
@@ -96,7 +129,11 @@ class Bench:
         self.now = int(time.time())
         self.slots = payloads.webhook_slots(opts.slots, now=self.now)
         self.y_slots = sum(1 for s in self.slots if s.kind == "Y")
-        self.small_pool = payloads.yzj_pool(0, self.y_slots, self.now)
+        # Every run that stores has a fresh database, so each draws its bodies from the same
+        # sequence; warm-ups from another (they go to the database measured next).
+        self.yzj = YzjBodies(0, self.now)
+        self.yzj_warm = YzjBodies(100_000_000, self.now)
+        self.small_pool = self.yzj.first(self.y_slots)
         self.webhooks_small = payloads.write_entries(workdir / "webhooks-small.txt", self.slots,
                                                      pool=self.small_pool)
         self.webhooks_warm: Path | None = None
@@ -164,8 +201,8 @@ class Bench:
         measure = math.ceil(payloads.YZJ_SHARE * rate * self.o.duration) + self.y_slots
         warm = math.ceil(payloads.YZJ_SHARE * rate * max(self.o.warmup, 1)) + 100
         started = time.perf_counter()
-        pool = self.small_pool + payloads.yzj_pool(self.y_slots, measure - self.y_slots, self.now)
-        warm_pool = payloads.yzj_pool(100_000_000, warm, self.now)
+        pool = self.yzj.first(measure)
+        warm_pool = self.yzj_warm.first(warm)
         self.webhooks_measure = payloads.write_entries(self.workdir / "webhooks-measure.txt",
                                                        self.slots, pool=pool)
         self.webhooks_warm = payloads.write_entries(self.workdir / "webhooks-warm.txt",
@@ -214,18 +251,90 @@ class Bench:
         return Server(name, "receiver.app:app_from_env", workdir=self.workdir, factory=True,
                       env=self._rw_env(url, **env))
 
-    def webhooks(self, name: str, url: str) -> Row:
+    def webhooks(self, name: str, url: str, *, server: str | None = None,
+                 warm: Path | None = None, measure: Path | None = None) -> Row:
         row = Row(name)
-        assert self.webhooks_measure is not None and self.webhooks_warm is not None
+        warm = warm or self.webhooks_warm
+        measure = measure or self.webhooks_measure
+        assert measure is not None and warm is not None
         marks: list[int] = []
-        with running(self._replywindow(name.split(",")[-1].strip().lower(), url,
+        with running(self._replywindow(server or name.split(",")[-1].strip().lower(), url,
                                        scheduler=False)) as s:
             load = self.warm_and_measure(
-                s, self.webhooks_warm, self.webhooks_measure, connections=self.o.connections,
+                s, warm, measure, connections=self.o.connections,
                 before_measure=lambda: marks.append(stores.inbox_mark(url)))
             self.fill_row(row, s, load, self.o.connections)
             out = stores.inbox_outcome(url, marks[0], load.started)
         self._applied(row, load, out)
+        return row
+
+    def sustained(self) -> Row:
+        """The webhook mix paced at SUSTAIN_SHARE x the ceiling's acked/s for --sustain
+        seconds, on SQLite: does applying keep up? The backlog (bodies in state 'pending') is
+        counted every second from here, read-only."""
+        row = Row(SUSTAINED)
+        ceiling = self.rows.get(CEILING)
+        if ceiling is None or ceiling.status != "ok" or not ceiling.acked_per_s:
+            raise RuntimeError("the ceiling's acked/s is needed, and it was not measured")
+        target = SUSTAIN_SHARE * ceiling.acked_per_s
+        conns = self.o.connections
+        # Distinct 云真机 bodies for the whole run (10% spare), none shared with the warm-up.
+        bodies = math.ceil(payloads.YZJ_SHARE * target * self.o.sustain * 1.1) + self.y_slots
+        warm_bodies = math.ceil(payloads.YZJ_SHARE * target * max(self.o.warmup, 1) * 1.1) + 100
+        measure = payloads.write_entries(self.workdir / "sustained-measure.txt", self.slots,
+                                         pool=self.yzj.first(bodies))
+        warm = payloads.write_entries(self.workdir / "sustained-warm.txt", self.slots,
+                                      pool=self.yzj_warm.first(warm_bodies))
+        url = stores.sqlite_database(self.workdir, "sustained")
+        with running(self._replywindow("sustained", url, scheduler=False)) as s:
+            if self.o.warmup > 0:
+                self._load(s.url, warm, duration=self.o.warmup, connections=conns, rate=target)
+            mark = stores.inbox_mark(url)
+            with stores.BacklogSampler(url) as backlog:
+                load = self._load(s.url, measure, duration=self.o.sustain, connections=conns,
+                                  rate=target)
+            self.fill_row(row, s, load, conns)
+            out = stores.inbox_outcome(url, mark, load.started)
+        self._applied(row, load, out)
+        row.detail |= {"target_per_s": target, "sustain_s": self.o.sustain,
+                       "backlog_samples": backlog.samples, "backlog_sample_errors": backlog.errors,
+                       "backlog_start": backlog.start, "backlog_end": backlog.end,
+                       "backlog_max": backlog.peak, "backlog_slope_per_s": backlog.slope()}
+        row.notes.insert(0, f"paced at {target:,.0f}/s ({SUSTAIN_SHARE}x the ceiling's "
+                            f"{ceiling.acked_per_s:,.0f}/s) for {self.o.sustain:g} s; got "
+                            f"{load.ok_per_s:,.0f}/s")
+        row.notes.insert(1, backlog_note(backlog, load.ok_per_s))
+        if load.ok_per_s < 0.9 * target:
+            row.notes.insert(2, f"WARNING: acknowledged {load.ok_per_s / target:.0%} of the pace: "
+                                "the acknowledging side was the limit, so the backlog shows "
+                                "whether applying kept up with that, not with the pace")
+        return row
+
+    def yzj_only(self) -> Row:
+        """Only the 云真机 route (encrypted chatMsg callbacks), so its p99.9 reads on its own."""
+        mixed = self.rows.get(RW_SQLITE)
+        ceiling = self.rows.get(CEILING)
+        # Enough distinct bodies for twice the mixed SQLite run's rate (else 1.25 x the
+        # ceiling's); a pool that wraps shows as duplicates in the notes.
+        if mixed is not None and mixed.status == "ok" and mixed.acked_per_s:
+            rate = 2 * mixed.acked_per_s
+        elif ceiling is not None and ceiling.status == "ok" and ceiling.acked_per_s:
+            rate = 1.25 * ceiling.acked_per_s
+        else:
+            rate = 2000.0
+        rate = max(rate, 500.0)
+        slots = [payloads.Slot("Y", "POST", payloads.webhook_path("wecom"), payloads.YZJ_TYPE)]
+        measure = payloads.write_entries(
+            self.workdir / "yzj-measure.txt", slots,
+            pool=self.yzj.first(math.ceil(rate * self.o.duration) + 1))
+        warm = payloads.write_entries(
+            self.workdir / "yzj-warm.txt", slots,
+            pool=self.yzj_warm.first(math.ceil(rate * max(self.o.warmup, 1)) + 1))
+        row = self.webhooks(YZJ_ONLY, stores.sqlite_database(self.workdir, "yzj"),
+                            server="yzj-only", warm=warm, measure=measure)
+        row.detail["yzj_pool"] = math.ceil(rate * self.o.duration) + 1
+        row.notes.append("only POST /webhooks/yzj/…: 云真机 chatMsg callbacks, each encrypted "
+                         "(AES-256-CBC, as the vendor sends them), every one distinct")
         return row
 
     def _applied(self, row: Row, load: LoadResult, out: stores.Outcome) -> None:
@@ -240,10 +349,11 @@ class Bench:
         if out.stored < load.ok:
             row.notes.append(f"WARNING: {load.ok - out.stored} acknowledged but not in the store")
         if out.states.get("duplicate"):
-            row.notes.append("duplicates: the 云真机 pool wrapped (the run outpaced 1.25 x the "
-                             "ceiling)")
+            row.notes.append("duplicates: the 云真机 pool wrapped (the run outpaced the bodies "
+                             "made for it)")
         if out.backlog:
-            row.notes.append(f"backlog: {out.backlog} bodies not applied "
+            spooled = f" ({out.spooled} still in the spool)" if out.spooled else ""
+            row.notes.append(f"backlog: {out.backlog} bodies not applied{spooled} "
                              f"when we stopped waiting")
         elif out.settle_s > 0.5:
             row.notes.append(f"the last bodies were applied {out.settle_s:.1f} s after the load")
@@ -268,10 +378,24 @@ class Bench:
                     answer.raise_for_status()
 
             await asyncio.gather(*(post(c) for c in sim.pending_callbacks))
-            check = await client.get(f"/v1/windows/whatsapp/{BUSINESS}/{recipients[-1]}",
-                                     headers={"Authorization": f"Bearer {payloads.API_KEY}"})
-            if not check.json().get("open"):
-                raise RuntimeError(f"the windows did not open: {check.text}")
+
+            async def is_open(recipient: str) -> bool:
+                async with gate:
+                    answer = await client.get(
+                        f"/v1/windows/whatsapp/{BUSINESS}/{recipient}",
+                        headers={"Authorization": f"Bearer {payloads.API_KEY}"})
+                    return bool(answer.status_code == 200 and answer.json().get("open"))
+
+            # A service that applies after acknowledging opens them a moment later.
+            closed, deadline = list(recipients), time.monotonic() + 60
+            while closed:
+                opened = await asyncio.gather(*(is_open(r) for r in closed))
+                closed = [r for r, ok in zip(closed, opened, strict=True) if not ok]
+                if closed and time.monotonic() > deadline:
+                    raise RuntimeError(f"{len(closed)} of {len(recipients)} windows did not "
+                                       "open within 60 s of their uplinks")
+                if closed:
+                    await asyncio.sleep(0.2)
 
     def sends(self) -> tuple[Row, Row]:
         full, half = Row(SENDS), Row(SENDS_HALF)
@@ -307,8 +431,8 @@ class Bench:
 
     # -- window lookups -----------------------------------------------------------------------
 
-    def lookup(self, name: str, url: str) -> Row:
-        row = Row(name)
+    def lookup(self, name: str, half_name: str, url: str) -> tuple[Row, Row]:
+        row, half = Row(name), Row(half_name)
         conns = self.o.api_connections
         seconds = stores.load_conversations(url, self.o.windows)
         count = 2000 if self.o.smoke else 20000
@@ -324,10 +448,18 @@ class Bench:
                 raise RuntimeError(f"the loaded windows do not read back: {first.text}")
             load = self.warm_and_measure(s, entries, entries, connections=conns)
             self.fill_row(row, s, load, conns)
+            # The same paced at half that rate: the latency at a load the service carries.
+            target = max(load.ok_per_s / 2, 1.0)
+            slow = self._load(s.url, entries, duration=self.o.duration, connections=conns,
+                              rate=target)
+            self.fill_row(half, s, slow, conns)
+            half.detail["target_per_s"] = target
+            half.notes.append(f"paced at {target:,.0f}/s (half the row above); "
+                              f"got {slow.ok_per_s:,.0f}/s")
         row.detail["loaded_in_s"] = seconds
         row.notes.append(f"{self.o.windows:,} conversations bulk-loaded in {seconds:.1f} s; "
                          f"{count:,} distinct lookups (95% in the table)")
-        return row
+        return row, half
 
     # ---- the whole run ------------------------------------------------------------------------
 
@@ -352,7 +484,7 @@ class Bench:
         return not self.o.only or key in self.o.only
 
     def run(self) -> None:
-        if self.want("ceiling"):
+        if self.want("ceiling") or self.want("webhooks-sustained"):  # paced from its rate
             self.attempt(CEILING, self.ceiling)
         self.prepare_pools()
         if self.want("naive"):
@@ -371,32 +503,44 @@ class Bench:
             self.attempt(RW_PG, pg_webhooks)
         else:
             self.skip(RW_PG, no_pg)
+        if self.want("webhooks-sustained"):
+            self.attempt(SUSTAINED, self.sustained)
+        if self.want("yzj-only"):
+            self.attempt(YZJ_ONLY, self.yzj_only)
         if self.want("sends"):
             self.attempt(SENDS, self.sends)
-            if SENDS_HALF not in self.rows:
-                self.rows[SENDS_HALF] = Row(SENDS_HALF, status="failed",
-                                            reason="the full-rate run failed")
+            self.failed_with(SENDS_HALF, SENDS)
         if self.want("lookup-sqlite"):
             self.attempt(LOOKUP_SQLITE, lambda: self.lookup(
-                LOOKUP_SQLITE, stores.sqlite_database(self.workdir, "windows")))
+                LOOKUP_SQLITE, LOOKUP_SQLITE_HALF, stores.sqlite_database(self.workdir,
+                                                                          "windows")))
+            self.failed_with(LOOKUP_SQLITE_HALF, LOOKUP_SQLITE)
         if not self.want("lookup-postgres"):
             pass
         elif self.pg_version:
-            def pg_lookup() -> Row:
+            def pg_lookup() -> tuple[Row, Row]:
                 with stores.pg_database(self.o.pg_url, "windows") as url:
-                    return self.lookup(LOOKUP_PG, url)
+                    return self.lookup(LOOKUP_PG, LOOKUP_PG_HALF, url)
 
             self.attempt(LOOKUP_PG, pg_lookup)
+            self.failed_with(LOOKUP_PG_HALF, LOOKUP_PG)
         else:
             self.skip(LOOKUP_PG, no_pg)
+            self.skip(LOOKUP_PG_HALF, no_pg)
         self.ratios()
+
+    def failed_with(self, paced: str, full: str) -> None:
+        """A paced row is measured after its full-rate one, at half its rate: no row, no rate."""
+        if paced not in self.rows:
+            self.rows[paced] = Row(paced, status="failed", reason="the full-rate run failed")
 
     def ratios(self) -> None:
         ceiling = self.rows.get(CEILING)
         naive = self.rows.get(NAIVE)
         top = ceiling.acked_per_s if ceiling and ceiling.status == "ok" else None
         base = naive.acked_per_s if naive and naive.status == "ok" else None
-        for name in (CEILING, NAIVE, RW_SQLITE, RW_PG):
+        # Not the 云真机-only row: its bodies are not the mix the ceiling was measured with.
+        for name in (CEILING, NAIVE, RW_SQLITE, RW_PG, SUSTAINED):
             row = self.rows.get(name)
             if row is None or row.status != "ok" or row.acked_per_s is None:
                 continue
@@ -404,7 +548,7 @@ class Bench:
                 row.ratio_to_ceiling = row.acked_per_s / top
                 if row.applied_per_s is not None:
                     row.applied_ratio_to_ceiling = row.applied_per_s / top
-            if base:
+            if base and name != SUSTAINED:  # paced: its rate is the pace, not a capacity
                 row.ratio_to_naive = row.acked_per_s / base
 
 
@@ -479,13 +623,23 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-COLUMNS = (("scenario", 34, "<"), ("conns", 5, ">"), ("acked/s", 9, ">"), ("p50 ms", 7, ">"),
+COLUMNS = (("scenario", 40, "<"), ("conns", 5, ">"), ("acked/s", 9, ">"), ("p50 ms", 7, ">"),
            ("p99 ms", 7, ">"), ("p99.9 ms", 8, ">"), ("applied/s", 9, ">"), ("peak RSS", 9, ">"),
            ("ack/ceil", 8, ">"), ("ack/naive", 9, ">"), ("appl/ceil", 9, ">"))
 
 
+def _width(text_: str) -> int:
+    """Columns on a terminal: CJK characters (云真机) take two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text_)
+
+
+def _pad(text_: str, width: int, align: str) -> str:
+    space = " " * max(0, width - _width(text_))
+    return text_ + space if align == "<" else space + text_
+
+
 def _line(cells: list[str]) -> str:
-    return "  ".join(f"{c:{align}{width}}" for c, (_, width, align) in zip(cells, COLUMNS,
+    return "  ".join(_pad(c, width, align) for c, (_, width, align) in zip(cells, COLUMNS,
                                                                           strict=True)).rstrip()
 
 
@@ -494,7 +648,7 @@ def table(rows: list[Row], header: list[str]) -> str:
            _line(["-" * c[1] for c in COLUMNS])]
     for row in rows:
         if row.status != "ok":
-            out.append(f"{row.name:<34}  {row.status}: {row.reason}")
+            out.append(f"{_pad(row.name, COLUMNS[0][1], '<')}  {row.status}: {row.reason}")
             continue
         out.append(_line([
             row.name, str(row.connections), _num(row.acked_per_s), _ms(row.p50_ms),
@@ -533,6 +687,9 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--threads", type=int, default=1, help="load generator threads")
     parser.add_argument("--windows", type=int, help="conversations in the lookup table "
                                                     "(default 1,000,000)")
+    parser.add_argument("--sustain", type=float,
+                        help="seconds of the sustained webhook run, paced at "
+                             f"{SUSTAIN_SHARE}x the ceiling (default 60; --smoke: 2)")
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--pg-url", help="PostgreSQL to create the run's databases in "
                                          "(default: $BENCH_DATABASE_URL, $TEST_DATABASE_URL, "
@@ -541,7 +698,8 @@ def parse_args(argv: list[str] | None) -> Options:
                                                   "(default bench/results/latest.json; "
                                                   "smoke.json with --smoke)")
     parser.add_argument("--only", help="a comma-separated subset of: " + ", ".join(PARTS)
-                        + " (the ratios need ceiling and naive)")
+                        + " (the ratios need ceiling and naive; webhooks-sustained runs the "
+                          "ceiling too)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory "
                                                             "(databases, logs)")
     a = parser.parse_args(argv)
@@ -562,7 +720,9 @@ def parse_args(argv: list[str] | None) -> Options:
         api_connections=a.api_connections or (4 if smoke else 16),
         threads=a.threads, slots=600 if smoke else 3000,
         windows=a.windows or (10_000 if smoke else 1_000_000),
-        recipients=50 if smoke else 1000, smoke=smoke, loadgen=loadgen,
+        recipients=50 if smoke else 1000,
+        sustain=a.sustain if a.sustain is not None else (2 if smoke else 60),
+        smoke=smoke, loadgen=loadgen,
         pg_url=stores.pg_base_url(a.pg_url),
         json_path=a.json or RESULTS / ("smoke.json" if smoke else "latest.json"), keep=a.keep,
         only=only)
@@ -600,8 +760,9 @@ def main(argv: list[str] | None = None) -> int:
         f"software: Python {info['python']}, SQLite {info['sqlite']}, "
         + (f"PostgreSQL {bench.pg_version}" if bench.pg_version else "no PostgreSQL"),
         f"load:     {describe(opts.loadgen)}, {opts.threads} thread(s); "
-        f"{opts.duration:g} s runs after {opts.warmup:g} s warm-up; "
-        f"{opts.connections} connections (webhooks), {opts.api_connections} (API)",
+        f"{opts.duration:g} s runs after {opts.warmup:g} s warm-up (sustained: "
+        f"{opts.sustain:g} s); {opts.connections} connections (webhooks), "
+        f"{opts.api_connections} (API)",
         "servers:  one `uvicorn --workers 1` process each, on loopback, no access log",
         f"payloads: {opts.slots:,} distinct webhook bodies: "
         + ", ".join(f"{share:.0%} {kind}" for kind, share in payloads.MIX)
@@ -616,7 +777,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     skewed = [r.name for r in rows if r.other_cpu is not None and r.other_cpu > OTHER_CPU_LIMIT]
     if skewed:
-        header.insert(4, f"WARNING:  other work on the machine during: {', '.join(skewed)} "
+        header.insert(4, f"WARNING:  other work on the machine during: {'; '.join(skewed)} "
                          "(see the notes): those figures are low and noisy")
     if busy:
         header.insert(4, "WARNING:  the machine was busy with other work when the run began (load "

@@ -6,11 +6,13 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, func, make_url, text
 from sqlmodel import Session, col, select
@@ -140,7 +142,36 @@ class Outcome:
     last_applied_s: float | None = None  # seconds from the run's start to the last applied
     settle_s: float = 0.0  # how long after the load the last pending body took
     backlog: int = 0  # bodies still not applied when we stopped waiting
+    spooled: int = 0  # of which still in the SQLite spool (not yet in inbox_bodies)
     rows: dict[str, int] = field(default_factory=dict)  # effects, for the record
+
+
+class Spool:
+    """Bodies acknowledged but not yet in `inbox_bodies`: a service on SQLite may keep them
+    in a spool file beside the database (`<database>-spool`, table `spool`) until it applies
+    them. Counted read-only; 0 while there is no such file."""
+
+    def __init__(self, url: str) -> None:
+        self.path = Path(f"{make_url(url).database}-spool") if db.is_sqlite(url) else None
+        self._con: sqlite3.Connection | None = None
+
+    def count(self) -> int:
+        if self.path is None or not self.path.exists():
+            return 0
+        if self._con is None:
+            self._con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5,
+                                        check_same_thread=False)  # one thread at a time
+        try:
+            return int(self._con.execute("SELECT count(*) FROM spool").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # created, not yet set up
+                return 0
+            raise
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
 
 
 def inbox_mark(url: str) -> int:
@@ -163,22 +194,23 @@ def inbox_outcome(url: str, mark: int, started: float, *, patience: float = 10.0
     """What the bodies after `mark` became. Waits while some are still not applied (a
     service that applies after acknowledging), as long as they keep moving."""
     engine = db.make_engine(url)
+    spool = Spool(url)
     load_end = time.time()
     try:
         with Session(engine) as session:
-            states = _since(session, mark)
-            last_change, previous = time.time(), states
-            while sum(n for s, n in states.items() if s not in FINAL_STATES):
+            states, spooled = _since(session, mark), spool.count()
+            last_change, previous = time.time(), (states, spooled)
+            while spooled or sum(n for s, n in states.items() if s not in FINAL_STATES):
                 if time.time() - last_change > patience or time.time() - load_end > limit:
                     break
                 time.sleep(0.2)
                 session.rollback()
-                states = _since(session, mark)
-                if states != previous:
-                    last_change, previous = time.time(), states
-            out = Outcome(states=states, stored=sum(states.values()),
-                          applied=states.get("applied", 0))
-            out.backlog = sum(n for s, n in states.items() if s not in FINAL_STATES)
+                states, spooled = _since(session, mark), spool.count()
+                if (states, spooled) != previous:
+                    last_change, previous = time.time(), (states, spooled)
+            out = Outcome(states=states, stored=sum(states.values()) + spooled,
+                          applied=states.get("applied", 0), spooled=spooled)
+            out.backlog = sum(n for s, n in states.items() if s not in FINAL_STATES) + spooled
             out.settle_s = max(0.0, time.time() - load_end) if out.backlog == 0 else 0.0
             last = session.exec(select(func.max(InboxBody.applied_at)).where(
                 col(InboxBody.id) > mark, InboxBody.state == "applied")).one()
@@ -191,7 +223,104 @@ def inbox_outcome(url: str, mark: int, started: float, *, patience: float = 10.0
                     text(f"SELECT count(*) FROM {table}")).one()[0])
             return out
     finally:
+        spool.close()
         engine.dispose()
+
+
+class BacklogSampler:
+    """How many bodies are waiting to be applied (state 'pending', and any still in a SQLite
+    spool, see Spool), counted from this process every `interval` seconds while a run goes
+    on, on read-only connections: SQLite opened with mode=ro, PostgreSQL in read-only
+    transactions.
+
+        with BacklogSampler(url) as backlog:
+            ...  # the load
+        backlog.samples  # [(seconds since the start, pending bodies), ...]
+    """
+
+    SQL = "SELECT count(*) FROM inbox_bodies WHERE state = 'pending'"
+
+    def __init__(self, url: str, *, interval: float = 1.0) -> None:
+        self.url, self.interval = url, interval
+        self.samples: list[tuple[float, int]] = []
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = 0.0
+
+    def _count(self) -> Any:
+        if db.is_sqlite(self.url):
+            path = make_url(self.url).database or ""
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5,
+                                  check_same_thread=False)  # one thread at a time
+            spool = Spool(self.url)
+
+            def count() -> int:
+                return int(con.execute(self.SQL).fetchone()[0]) + spool.count()
+
+            def close() -> None:
+                con.close()
+                spool.close()
+
+            return count, close
+        engine = create_engine(self.url, connect_args={
+            "options": "-c default_transaction_read_only=on"})
+
+        def count_pg() -> int:
+            with engine.connect() as conn:
+                return int(conn.execute(text(self.SQL)).scalar_one())
+
+        return count_pg, engine.dispose
+
+    def _sample(self, count: Any) -> None:
+        try:
+            self.samples.append((time.monotonic() - self._started, count()))
+        except Exception:  # a busy moment: the next sample will do
+            self.errors += 1
+
+    def _run(self, count: Any) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample(count)
+
+    def __enter__(self) -> BacklogSampler:
+        self._count_fn, self._close = self._count()
+        self._started = time.monotonic()
+        self._sample(self._count_fn)
+        self._thread = threading.Thread(target=self._run, args=(self._count_fn,),
+                                        name="bench-backlog", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample(self._count_fn)
+        self._close()
+
+    @property
+    def start(self) -> int | None:
+        return self.samples[0][1] if self.samples else None
+
+    @property
+    def end(self) -> int | None:
+        return self.samples[-1][1] if self.samples else None
+
+    @property
+    def peak(self) -> int | None:
+        return max(n for _, n in self.samples) if self.samples else None
+
+    def slope(self) -> float | None:
+        """Bodies per second the backlog grew by (least squares over the samples)."""
+        if len(self.samples) < 3:
+            return None
+        n = len(self.samples)
+        mean_t = sum(t for t, _ in self.samples) / n
+        mean_c = sum(c for _, c in self.samples) / n
+        spread = sum((t - mean_t) ** 2 for t, _ in self.samples)
+        if spread <= 0:
+            return None
+        return sum((t - mean_t) * (c - mean_c) for t, c in self.samples) / spread
 
 
 def naive_mark(path: Path) -> int:

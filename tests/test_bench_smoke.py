@@ -1,7 +1,7 @@
 """The benchmark is not a test, but it must keep working: `python -m bench --smoke` runs every
-scenario for about a second (real servers, real load generator: wrk, or bench/pyload.py where
-wrk is not installed) and must print its table. PostgreSQL rows run when PostgreSQL answers
-(TEST_DATABASE_URL), and say "skipped" otherwise."""
+scenario for about a second (the sustained webhook run for two; real servers, real load
+generator: wrk, or bench/pyload.py where wrk is not installed) and must print its table.
+PostgreSQL rows run when PostgreSQL answers (TEST_DATABASE_URL), and say "skipped" otherwise."""
 
 from __future__ import annotations
 
@@ -32,3 +32,13 @@ def test_bench_smoke_prints_every_scenario(tmp_path: Path) -> None:
         if rows[name]["status"] == "ok":
             assert rows[name]["acked_per_s"] > 0, rows[name]
     assert rows[SCENARIOS[0]]["status"] == "ok"
+    # The paced rows say what pace they were given; the sustained run sampled its backlog.
+    for name in SCENARIOS:
+        if "rate" in name and rows[name]["status"] == "ok":
+            assert rows[name]["detail"]["target_per_s"] > 0, rows[name]
+    sustained = next(rows[name] for name in SCENARIOS if "paced" in name)
+    assert sustained["status"] == "ok", sustained
+    assert sustained["detail"]["target_per_s"] > 0
+    assert len(sustained["detail"]["backlog_samples"]) >= 2
+    assert sustained["detail"]["backlog_end"] is not None
+    assert any("backlog" in note for note in sustained["notes"])
