@@ -33,7 +33,7 @@ import httpx
 
 from bench import SCENARIOS, payloads, stores
 from bench.load import LoadResult, describe, run_load, which_wrk
-from bench.procs import ROOT, Server, running
+from bench.procs import ROOT, Server, family_kb, running
 
 (CEILING, NAIVE, RW_SQLITE, RW_PG, SUSTAINED, YZJ_ONLY, SENDS, SENDS_HALF, LOOKUP_SQLITE,
  LOOKUP_SQLITE_HALF, LOOKUP_PG, LOOKUP_PG_HALF) = SCENARIOS
@@ -171,9 +171,7 @@ class Bench:
             row.rss_start_mb = start_kb / 1024 if start_kb else None
             row.rss_end_mb = end_kb / 1024 if end_kb else None
             row.server_cpu = server.watch.cpu_share(load.started, load.started + load.duration_s)
-        from bench.procs import proc_status_kb
-
-        peak = proc_status_kb(server.pid, "VmHWM")
+        peak = family_kb(server.pid, "VmHWM")
         row.peak_rss_mb = peak / 1024 if peak else None
         row.other_cpu = load.other_cpu
         if load.other_cpu is not None and load.other_cpu > OTHER_CPU_LIMIT:
@@ -664,7 +662,7 @@ def table(rows: list[Row], header: list[str]) -> str:
         if row.rss_start_mb and row.rss_end_mb:
             process.append(f"RSS {row.rss_start_mb:.0f} -> {row.rss_end_mb:.0f} MB over the run")
         if row.server_cpu is not None:
-            process.append(f"server process CPU {row.server_cpu:.0%} of a core")
+            process.append(f"server (and applier) processes' CPU {row.server_cpu:.0%} of a core")
         notes = [*row.notes, "; ".join(process)] if process else row.notes
         out.append(f"{row.name}:")
         out.extend(f"    {note}" for note in notes)
@@ -772,8 +770,8 @@ def main(argv: list[str] | None = None) -> int:
         "measures it.",
         "applied/s: bodies whose events are in the store (state 'applied'), divided by the time "
         "from the run's start to the last applied_at.",
-        "peak RSS: the server process's VmHWM.  ack/ceil, ack/naive, appl/ceil: ratios of "
-        "acked/s (applied/s) to the ceiling's and the naive way's acked/s.",
+        "peak RSS: VmHWM of the server and its applier process.  ack/ceil, ack/naive, "
+        "appl/ceil: ratios of acked/s (applied/s) to the ceiling's and the naive way's acked/s.",
     ]
     skewed = [r.name for r in rows if r.other_cpu is not None and r.other_cpu > OTHER_CPU_LIMIT]
     if skewed:

@@ -45,6 +45,37 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def family(pid: int) -> list[int]:
+    """A process and its children (a server and its applier process)."""
+    pids = [pid]
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                if int(stat.read().rpartition(")")[2].split()[1]) == pid:
+                    pids.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
+
+
+def family_cpu_seconds(pid: int) -> float | None:
+    """`cpu_seconds` of a process and its children (None once it is gone)."""
+    own = cpu_seconds(pid)
+    if own is None:
+        return None
+    return own + sum(cpu_seconds(child) or 0.0 for child in family(pid)[1:])
+
+
+def family_kb(pid: int, field_name: str) -> int | None:
+    """`proc_status_kb` summed over a process and its children."""
+    own = proc_status_kb(pid, field_name)
+    if own is None:
+        return None
+    return own + sum(proc_status_kb(child, field_name) or 0 for child in family(pid)[1:])
+
+
 def _busy_seconds() -> float:
     """CPU seconds all processes have spent since boot (/proc/stat: user, nice, system; not
     interrupts, which no process is charged for, e.g. the loopback traffic's softirqs)."""
@@ -87,7 +118,7 @@ class OtherCpu:
     def _ours(self) -> float:
         own = os.times()
         children = self._resource.getrusage(self._resource.RUSAGE_CHILDREN)
-        servers = sum(cpu_seconds(pid) or 0.0 for pid in LIVE)
+        servers = sum(family_cpu_seconds(pid) or 0.0 for pid in LIVE)
         return (own.user + own.system + children.ru_utime + children.ru_stime + servers
                 + _postgres_seconds())
 
@@ -115,8 +146,8 @@ class MemoryWatch:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            rss = proc_status_kb(self.pid, "VmRSS")
-            cpu = cpu_seconds(self.pid)
+            rss = family_kb(self.pid, "VmRSS")
+            cpu = family_cpu_seconds(self.pid)
             if rss is not None:
                 self.samples.append((time.time(), rss))
             if cpu is not None:
@@ -218,7 +249,7 @@ class Server:
             return
         LIVE.discard(self.proc.pid)
         if self.proc.poll() is None:
-            self.peak_rss_kb = proc_status_kb(self.proc.pid, "VmHWM")
+            self.peak_rss_kb = family_kb(self.proc.pid, "VmHWM")
             self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(timeout=15)

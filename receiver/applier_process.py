@@ -35,6 +35,7 @@ from store.spool import Spool
 logger = logging.getLogger(__name__)
 
 STOP_SECONDS = 15.0
+RESTART_SECONDS = 1.0
 
 
 class ApplierProcess:
@@ -47,6 +48,7 @@ class ApplierProcess:
         self._spool = spool
         self._on_applied = on_applied
         self._child: subprocess.Popen[bytes] | None = None
+        self._restart: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         child = subprocess.Popen([sys.executable, "-m", "receiver.applier_process"],
@@ -65,9 +67,16 @@ class ApplierProcess:
             data = os.read(self._child.stdout.fileno(), 4096)
         except BlockingIOError:
             return
-        if not data:  # the child ended
-            asyncio.get_running_loop().remove_reader(self._child.stdout.fileno())
-            logger.error("the applier process ended", extra={"action": "applier_ended"})
+        if not data:  # the child ended, though the server is not stopping: start another
+            loop = asyncio.get_running_loop()
+            child, self._child = self._child, None
+            loop.remove_reader(child.stdout.fileno())
+            child.stdout.close()
+            with contextlib.suppress(OSError):
+                child.stdin.close()  # type: ignore[union-attr]
+            logger.error("the applier process ended; starting another",
+                         extra={"action": "applier_restarted", "code": child.poll()})
+            self._restart = loop.call_later(RESTART_SECONDS, self.start)
             return
         self._on_applied()
 
@@ -83,6 +92,8 @@ class ApplierProcess:
 
     async def stop(self) -> None:
         """Close its stdin: it finishes the batch under way and exits."""
+        if self._restart is not None:
+            self._restart.cancel()
         child, self._child = self._child, None
         if child is None:
             return

@@ -438,10 +438,25 @@ class Load:
         self.vendors.waiting.remove(delivery)
         if await self.vendors.post(delivery):
             if channel == "whatsapp" and answer:
-                self.open_windows.append(self._phone_of(delivery))
+                phone = self._phone_of(delivery)
+                await self._until_open(phone)
+                self.open_windows.append(phone)
         else:
             self.vendors.waiting.append(delivery)
         return delivery
+
+    async def _until_open(self, phone: str, timeout: float = 20.0) -> None:
+        """As a bot would (it hears of the message once it is applied): wait until the
+        service shows the window open. Acknowledged is not yet applied."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                response = await self.client.get(
+                    f"{next(self.urls)}/v1/windows/whatsapp/{BUSINESS}/{phone}", headers=AUTH)
+                if response.status_code == 200 and response.json().get("open"):
+                    return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"the window of {phone} did not open within {timeout:.0f} s")
 
     @staticmethod
     def _phone_of(delivery: Delivery) -> str:

@@ -28,13 +28,14 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import create_engine, text
 from sqlmodel import select
 
 from receiver.app import itnio_client, yzj_client
 from sender.service import Sender
 from sender.simulator import VendorSimulator
 from store.models import ChatMessage
+from store.spool import path_for
 from tests.fire import harness as h
 
 CHANNELS = ("whatsapp", "sms", "wecom")
@@ -185,9 +186,10 @@ def test_vendor_outage_backs_off_loses_nothing_and_sends_nothing_twice(
 
 @contextlib.contextmanager
 def locked_inbox(kind: str, url: str) -> Iterator[None]:
-    """Another connection holds a lock that blocks every webhook batch until released."""
+    """Another connection holds a lock that blocks every webhook batch until released (on
+    SQLite the spool's: webhooks write there, store/spool.py)."""
     if kind == "sqlite":
-        conn = sqlite3.connect(make_url(url).database or "", isolation_level=None)
+        conn = sqlite3.connect(str(path_for(url)), isolation_level=None)
         try:
             conn.execute("BEGIN IMMEDIATE")  # the write lock: no other writer until rollback
             yield

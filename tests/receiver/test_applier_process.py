@@ -1,0 +1,66 @@
+"""The applier in its own process (the default): bodies acknowledged by the server are applied
+by its child, which is started again should it die, and stops with the server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from sqlalchemy import Engine, func
+from sqlmodel import Session, select
+
+from receiver.app import create_app
+from receiver.settings import Settings
+from store.models import ChatMessage
+from tests.conftest import DATA, TOKEN
+from tests.settling import SettlingClient
+
+WA = f"/webhooks/itnio/whatsapp/{TOKEN}"
+
+
+def _children() -> list[int]:
+    """This process's applier children, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat[1]) == os.getpid() and b"receiver.applier_process" in cmdline \
+                and stat[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _uplink(n: int) -> bytes:
+    return (DATA / "webhooks" / "itnio_wa_uplink_text.json").read_bytes().replace(
+        b"wamid.HBgMOTE4NTYzMjE0MzIVAgASGBQzQUJD", f"wamid.{n}".encode())
+
+
+def _chats(engine: Engine) -> int:
+    with Session(engine) as session:
+        return int(session.exec(select(func.count()).select_from(ChatMessage)).one())
+
+
+def test_a_child_process_applies_is_restarted_when_killed_and_stops_with_the_server(
+        settings: Settings, engine: Engine) -> None:
+    settings = settings.model_copy(update={"applier": "process"})
+    with SettlingClient(create_app(settings)) as client:
+        assert client.post(WA, content=_uplink(1)).status_code == 200  # settles: applied
+        assert _chats(engine) == 1
+        [child] = _children()
+
+        os.kill(child, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while (not _children() or _children() == [child]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _children() and _children() != [child]  # another one took over
+
+        assert client.post(WA, content=_uplink(2)).status_code == 200
+        assert _chats(engine) == 2
+    assert _children() == []
