@@ -38,6 +38,7 @@ ATTEMPTS = 4
 APPLY_LOCK = 7_361_522_042
 # Bodies stored by another replica (or left by a crash) are found by looking this often.
 POLL_SECONDS = 0.5
+FORGET_SECONDS = 0.5  # how often, while busy, moved bodies are deleted from the spool
 Update = tuple[int, str, datetime | None, str | None]
 
 
@@ -126,12 +127,14 @@ def apply_batch(engine: Engine, *, settings: Settings, read: dict[tuple[str, str
 
 def apply_spooled(engine: Engine, spool: Spool, *, settings: Settings,
                   read: dict[tuple[str, str], Parser], clock: Callable[[], datetime],
-                  limit: int = BATCH) -> int:
-    """SQLite: move up to `limit` bodies from the spool into `inbox_bodies` and apply them,
-    in one transaction; then forget them in the spool. How many."""
-    spooled = spool.oldest(limit)
+                  after_id: int = 0, limit: int = BATCH) -> tuple[int, int]:
+    """SQLite: move up to `limit` spooled bodies past `after_id` into `inbox_bodies` and
+    apply them, in one transaction; how many, and the last spool id moved. The caller forgets them in
+    the spool (`Spool.forget`) now and then, not after every batch: each delete is a write
+    the acknowledging writer would wait for."""
+    spooled = spool.oldest_after(after_id, limit)
     if not spooled:
-        return 0
+        return 0, after_id
     parsed = {row.id: _parse(row, read) for row in spooled if row.state == "pending"}
 
     def work(careful: bool) -> int:
@@ -145,9 +148,7 @@ def apply_spooled(engine: Engine, spool: Spool, *, settings: Settings,
                 inbox.set_states(session, updates)
             return len(spooled)
 
-    done = _fast_then_careful(work)
-    spool.forget(spooled[-1].id)
-    return done
+    return _fast_then_careful(work), spooled[-1].id
 
 
 def wait_applied(engine: Engine, spool: Spool | None = None, *, timeout: float = 30.0) -> None:
@@ -176,19 +177,29 @@ class Drainer:
 
     def drain(self) -> int:
         total = 0
-        while True:
-            done = 0
-            if self._spool is not None:
-                done = apply_spooled(self._engine, self._spool, settings=self._settings,
-                                     read=self._read, clock=self._clock)
-            if not done:  # PostgreSQL's bodies, or any left pending in `inbox_bodies`
-                done = apply_batch(self._engine, settings=self._settings, read=self._read,
-                                   clock=self._clock)
-            if not done:
-                return total
-            total += done
-            if self._on_applied is not None:
-                self._on_applied()
+        moved = forgotten = 0  # spool ids: moved into the main database, deleted here
+        forgotten_at = time.monotonic()
+        try:
+            while True:
+                done = 0
+                if self._spool is not None:
+                    done, moved = apply_spooled(self._engine, self._spool,
+                                                settings=self._settings, read=self._read,
+                                                clock=self._clock, after_id=moved)
+                    if moved > forgotten and time.monotonic() - forgotten_at > FORGET_SECONDS:
+                        self._spool.forget(moved)
+                        forgotten, forgotten_at = moved, time.monotonic()
+                if not done:  # PostgreSQL's bodies, or any left pending in `inbox_bodies`
+                    done = apply_batch(self._engine, settings=self._settings,
+                                       read=self._read, clock=self._clock)
+                if not done:
+                    return total
+                total += done
+                if self._on_applied is not None:
+                    self._on_applied()
+        finally:
+            if self._spool is not None and moved > forgotten:
+                self._spool.forget(moved)
 
     def drain_logged(self) -> None:
         """`drain`, for a loop that must outlive a database outage: errors are logged."""

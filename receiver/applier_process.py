@@ -49,6 +49,7 @@ class ApplierProcess:
         self._on_applied = on_applied
         self._child: subprocess.Popen[bytes] | None = None
         self._restart: asyncio.TimerHandle | None = None
+        self._reaped: asyncio.Future[int] | None = None
 
     def start(self) -> None:
         child = subprocess.Popen([sys.executable, "-m", "receiver.applier_process"],
@@ -75,7 +76,8 @@ class ApplierProcess:
             with contextlib.suppress(OSError):
                 child.stdin.close()  # type: ignore[union-attr]
             logger.error("the applier process ended; starting another",
-                         extra={"action": "applier_restarted", "code": child.poll()})
+                         extra={"action": "applier_restarted"})
+            self._reaped = loop.run_in_executor(None, child.wait)  # no zombie left behind
             self._restart = loop.call_later(RESTART_SECONDS, self.start)
             return
         self._on_applied()

@@ -35,8 +35,8 @@ CREATE TABLE IF NOT EXISTS spool (
 )"""
 APPEND = ("INSERT INTO spool (vendor, route, received_at, headers, body, state, dedup_key, "
           "event_count, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
-OLDEST = ("SELECT id, vendor, route, received_at, headers, body, state, dedup_key, event_count, "
-          "detail FROM spool ORDER BY id LIMIT ?")
+OLDEST_AFTER = ("SELECT id, vendor, route, received_at, headers, body, state, dedup_key, "
+                "event_count, detail FROM spool WHERE id > ? ORDER BY id LIMIT ?")
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,8 @@ class Spool:
                                          check_same_thread=False)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=FULL")  # an acknowledged body survives
+            # Checkpoints run where the spool is emptied (`forget`), never in an append.
+            connection.execute("PRAGMA wal_autocheckpoint=0")
             self._local.connection = connection
             with self._lock:
                 self._connections.append(connection)
@@ -115,15 +117,19 @@ class Spool:
             raise
         connection.execute("COMMIT")
 
-    def oldest(self, limit: int) -> list[Spooled]:
+    def oldest_after(self, after_id: int, limit: int) -> list[Spooled]:
+        """The oldest bodies past `after_id` (those moved but not yet forgotten)."""
         return [Spooled(id_, vendor, route, datetime.fromisoformat(at), json.loads(headers),
                         body, state, key, count, detail)
                 for id_, vendor, route, at, headers, body, state, key, count, detail
-                in self._connection().execute(OLDEST, (limit,))]
+                in self._connection().execute(OLDEST_AFTER, (after_id, limit))]
 
     def forget(self, through_id: int) -> None:
-        """Delete what has been moved into the main database (ids up to `through_id`)."""
-        self._connection().execute("DELETE FROM spool WHERE id <= ?", (through_id,))
+        """Delete what has been moved into the main database (ids up to `through_id`), and
+        fold the log into the file here, off the acknowledging writer's path."""
+        connection = self._connection()
+        connection.execute("DELETE FROM spool WHERE id <= ?", (through_id,))
+        connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def backlog(self) -> tuple[int, datetime | None]:
         """How many bodies wait, and when the oldest of them was received."""

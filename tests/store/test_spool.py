@@ -80,7 +80,7 @@ def test_spool_ids_start_above_every_stored_body_and_a_taken_id_is_not_lost(url:
     spool = open_for(url, above=7)
     assert spool is not None
     spool.append([_uplink(settings, 1)])
-    assert [row.id for row in spool.oldest(10)] == [8]
+    assert [row.id for row in spool.oldest_after(0, 10)] == [8]
 
     with Session(engine) as session, session.begin():  # stored some other way, under id 8
         session.add(InboxBody(id=8, vendor="itnio", route="sms", received_at=NOW,
