@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH = 512
 ATTEMPTS = 4
+WATCH_SECONDS = 0.05
 
 
 @dataclass
@@ -112,10 +114,13 @@ class Ingestor:
         self._queue: asyncio.Queue[tuple[Received, asyncio.Future[str]] | None] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="replywindow-ingest")
         self._task: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._deadlines: dict[float, deque[tuple[float, asyncio.Future[str]]]] = {}
         self._closing = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="replywindow-ingest")
+        self._watchdog = asyncio.create_task(self._watch(), name="replywindow-ingest-deadlines")
 
     async def stop(self) -> None:
         """Store what is queued, then stop; later submissions are refused (503)."""
@@ -124,6 +129,9 @@ class Ingestor:
             self._queue.put_nowait(None)
             await self._task
             self._task = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         self._executor.shutdown(wait=True)
 
     async def submit(self, item: Received, *, timeout: float) -> str:
@@ -132,14 +140,26 @@ class Ingestor:
         (a vendor that retries is deduplicated; one that does not still finds it stored)."""
         if self._task is None or self._closing:
             raise Unavailable("The service is starting or stopping; try again.")
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str] = loop.create_future()
         self._queue.put_nowait((item, future))
-        try:
-            async with asyncio.timeout(timeout):  # a timer, not a task per request
-                return await future
-        except TimeoutError:
-            raise Unavailable("The store is slow; the body may be kept but is not "
-                              "acknowledged. Retry later.") from None
+        # No timer per request: one watchdog goes through the deadlines, oldest first.
+        self._deadlines.setdefault(timeout, deque()).append((loop.time() + timeout, future))
+        return await future
+
+    async def _watch(self) -> None:
+        """Fail every submission still waiting past its deadline, every WATCH_SECONDS."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            now = loop.time()
+            for waiting in self._deadlines.values():  # each in deadline order (same timeout)
+                while waiting and (waiting[0][1].done() or waiting[0][0] <= now):
+                    _, future = waiting.popleft()
+                    if not future.done():
+                        future.set_exception(Unavailable(
+                            "The store is slow; the body may be kept but is not "
+                            "acknowledged. Retry later."))
 
     async def _run(self) -> None:
         try:

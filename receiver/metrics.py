@@ -35,7 +35,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -228,15 +228,24 @@ class Metrics:
             "and connect / timeout / transport errors with no answer.",
             ["vendor", "endpoint", "kind"], registry=self.registry)
         self.registry.register(DatabaseCollector(engine, clock, spool))
+        self._counted: dict[tuple[str, str, str], Any] = {}
+        self._timed: dict[tuple[str, str], Any] = {}
         self._endpoints: set[str] = set()
 
     def webhook(self, vendor: str, route: str, outcome: str,
                 seconds: float | None = None) -> None:
         """Count one webhook request; `seconds` from receipt is observed as processing lag
         when the body reached the store."""
-        self._webhooks.labels(vendor, route, outcome).inc()
+        counted = self._counted.get((vendor, route, outcome))
+        if counted is None:  # labels() takes a lock and builds a key: once per label set
+            counted = self._counted[(vendor, route, outcome)] = \
+                self._webhooks.labels(vendor, route, outcome)
+        counted.inc()
         if seconds is not None and outcome in STORED_OUTCOMES:
-            self._webhook_seconds.labels(vendor, route).observe(seconds)
+            timed = self._timed.get((vendor, route))
+            if timed is None:
+                timed = self._timed[(vendor, route)] = self._webhook_seconds.labels(vendor, route)
+            timed.observe(seconds)
 
     def _endpoint(self, path: str) -> str:
         if path in self._endpoints:
