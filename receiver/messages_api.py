@@ -7,7 +7,10 @@ import base64
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -18,16 +21,17 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from receiver import _lenient
-from receiver.auth import Caller, authenticate
+from receiver.auth import Caller, authenticate, known_caller
 from receiver.errors import ApiError, BadPayload, Invalid, NotFound, PayloadTooLarge
 from receiver.runtime import Runtime
 from receiver.settings import MAX_BODY_BYTES
 from receiver.windows_api import iso, window_body
 from sender import events as bot_events
 from sender import outcomes, policy, validate
+from sender.group_commit import Deferring, write_now
+from sender.service import Call, Sender
 from sender.validate import ValidationFailed
-from store import conversations, db, messages, outbox, templates
-from store.models import OutboundMessage
+from store import db, messages, outbox, templates
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +122,8 @@ def parse_send(body: Any) -> dict[str, Any]:
     return {**body, "from": sender, "to": recipient, "fallback": fallback}
 
 
-def message_body(message: OutboundMessage, *, window: dict[str, Any] | None) -> dict[str, Any]:
+def message_body(message: Any, *, window: dict[str, Any] | None) -> dict[str, Any]:
+    """The message as answered (an OutboundMessage, a plain row, or a view of one)."""
     return {
         "id": message.id,
         "channel": message.channel,
@@ -140,83 +145,113 @@ def message_body(message: OutboundMessage, *, window: dict[str, Any] | None) -> 
     }
 
 
-def _window(session: Session, runtime: Runtime, message: OutboundMessage) -> dict[str, Any] | None:
+def _window_at(runtime: Runtime, message: Any,
+               last_inbound_at: datetime | None) -> dict[str, Any] | None:
     if message.channel != "whatsapp":
         return None
-    conversation = conversations.get(session, channel="whatsapp", account=message.account,
-                                     customer=message.recipient)
-    body = window_body(conversation, business=message.account, recipient=message.recipient,
-                       now=runtime.clock(), margin=runtime.margin)
+    conversation = SimpleNamespace(last_inbound_at=last_inbound_at, last_outbound_at=None)
+    body = window_body(conversation, business=message.account,  # type: ignore[arg-type]
+                       recipient=message.recipient, now=runtime.clock(), margin=runtime.margin)
     return {k: body[k] for k in ("open", "last_inbound_at", "expires_at", "seconds_left")}
 
 
+def _window(session: Session, runtime: Runtime, message: Any) -> dict[str, Any] | None:
+    if message.channel != "whatsapp":
+        return None
+    last_inbound_at, _ = outbox.route_facts(session, channel="whatsapp", account=message.account,
+                                            recipient=message.recipient)
+    return _window_at(runtime, message, last_inbound_at)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What storing a request came to: the message's id; a finished answer when there is
+    nothing to send (a refusal, an idempotent repeat) or a conflict; the call to make when
+    it was claimed for sending at once."""
+
+    message_id: str | None
+    answer: dict[str, Any] | None = None
+    status: int = 202
+    call: Call | None = None
+    conflict: bool = False
+
+
 def _submit(runtime: Runtime, caller: Caller, body: dict[str, Any],
-            idempotency_key: str | None) -> tuple[str, dict[str, Any] | None, int]:
+            idempotency_key: str | None) -> Submitted:
+    """Store the request in a transaction of its own (no sender in this process)."""
+    def once() -> Submitted:
+        with Session(db.writer(runtime.engine), expire_on_commit=False) as session, \
+                session.begin():
+            return _store(session, runtime, caller, body, idempotency_key, sender=None)
     try:
-        return _submit_once(runtime, caller, body, idempotency_key)
+        return once()
     except IntegrityError:
         if idempotency_key is None:
             raise
         # A concurrent request with the same key stored its message first (the unique
         # constraint said so): this one is its repeat, answered as such.
-        return _submit_once(runtime, caller, body, idempotency_key)
+        return once()
 
 
-def _submit_once(runtime: Runtime, caller: Caller, body: dict[str, Any],
-                 idempotency_key: str | None) -> tuple[str, dict[str, Any] | None, int]:
-    """Store the message (or find the earlier one). Returns its id, and a finished answer
-    when there is nothing to send (a refusal, or an idempotent repeat)."""
+def _store(session: Session, runtime: Runtime, caller: Caller, body: dict[str, Any],
+           idempotency_key: str | None, *, sender: Sender | None) -> Submitted:
+    """Store the message (or find the earlier one), with plain statements. With a `sender`,
+    a message that can go at once is claimed for sending in this same transaction. Its row
+    and its event are written at the end of a group commit's batch (nothing reads them back
+    before; a keyed request first writes what the batch holds, to find its key's message)."""
     now = runtime.clock()
     config = runtime.settings.send_config()
     request_hash = _request_hash(body)
-    with Session(db.writer(runtime.engine), expire_on_commit=False) as session, session.begin():
-        if idempotency_key:
-            earlier = outbox.by_idempotency_key(session, api_key_id=caller.key_id,
+    writes = Deferring(session)
+    if idempotency_key:
+        write_now(session)
+        earlier = outbox.row_by_idempotency_key(session, api_key_id=caller.key_id,
                                                 key=idempotency_key)
-            if earlier is not None:
-                if earlier.request_hash != request_hash:
-                    raise Conflict("This Idempotency-Key was used with another body.",
-                                   code="idempotency_conflict")
-                answer = earlier.first_answer or message_body(earlier, window=None)
-                return earlier.id, answer, int(answer.get("_status", 202))
-        message = OutboundMessage(
-            id=outcomes.new_message_id(), channel=body["channel"], account=body["from"],
-            recipient=body["to"], status="queued", request=body, api_key_id=caller.key_id,
-            idempotency_key=idempotency_key, request_hash=request_hash,
-            reply_to=body.get("reply_to"), created_at=now, status_at=now,
-        )
-        message.client_ref = message.id
-        send_at = _lenient.iso(body.get("send_at"))
-        if send_at is not None and send_at > now:
-            message.send_at, message.next_attempt_at = send_at, send_at
-            session.add(message)
-            return message.id, None, 202
-        situation = outcomes.situation(session, channel=message.channel, account=message.account,
-                                       recipient=message.recipient, config=config)
-        decision = policy.choose_route(outcomes.send_request(message), situation, now=now,
-                                       margin=config.margin)
-        message.next_attempt_at = now
-        if decision.refused:
-            # Kept, so reports can count the refusals.
-            message.status, message.rejected_at = "rejected", now
-            message.failure_code = decision.reason
-            message.failure_reason = "refused before sending"
-            session.add(message)
-            session.flush()
-            answer = message_body(message, window=_window(session, runtime, message))
-            status = 409
-            reason = decision.reason or "window_closed"
-            answer = {"error": reason, "detail": _REFUSALS.get(reason, reason), **answer,
-                      "_status": status}
-            message.first_answer = answer
-            bot_events.message_event(session, "message.refused", message, now=now,
-                                     push=config.push_events, reason=reason)
-            return message.id, answer, status
-        message.route, message.fallback_reason = decision.route, decision.reason
-        session.add(message)
-        bot_events.message_event(session, "message.route", message, now=now,
-                                 push=config.push_events)
-        return message.id, None, 202
+        if earlier is not None:
+            if earlier.request_hash != request_hash:
+                return Submitted(earlier.id, conflict=True)
+            answer = earlier.first_answer or message_body(earlier, window=None)
+            return Submitted(earlier.id, answer, int(answer.get("_status", 202)))
+    message_id = outcomes.new_message_id()
+    fields = outbox.NEW_ROW | {
+        "id": message_id, "channel": body["channel"], "account": body["from"],
+        "recipient": body["to"], "status": "queued", "request": body,
+        "api_key_id": caller.key_id, "idempotency_key": idempotency_key,
+        "request_hash": request_hash, "reply_to": body.get("reply_to"),
+        "client_ref": message_id, "created_at": now, "status_at": now,
+    }
+    send_at = _lenient.iso(body.get("send_at"))
+    if send_at is not None and send_at > now:
+        fields["send_at"] = fields["next_attempt_at"] = send_at
+        outbox.add_row(writes, fields)  # type: ignore[arg-type]
+        return Submitted(message_id)
+    situation = outcomes.situation(session, channel=fields["channel"], account=fields["account"],
+                                   recipient=fields["recipient"], config=config)
+    message = SimpleNamespace(**fields)
+    decision = policy.choose_route(outcomes.send_request(message),  # type: ignore[arg-type]
+                                   situation, now=now, margin=config.margin)
+    fields["next_attempt_at"] = now
+    if decision.refused:
+        # Kept, so reports can count the refusals.
+        fields.update(status="rejected", rejected_at=now, failure_code=decision.reason,
+                      failure_reason="refused before sending")
+        message = SimpleNamespace(**fields)
+        reason = decision.reason or "window_closed"
+        answer = {"error": reason, "detail": _REFUSALS.get(reason, reason),
+                  **message_body(message, window=_window_at(runtime, message,
+                                                             situation.last_inbound_at)),
+                  "_status": 409}
+        fields["first_answer"] = answer
+        outbox.add_row(writes, fields)  # type: ignore[arg-type]
+        bot_events.message_event(writes, "message.refused", message,  # type: ignore[arg-type]
+                                 now=now, push=config.push_events, reason=reason)
+        return Submitted(message_id, answer, 409)
+    fields["route"], fields["fallback_reason"] = decision.route, decision.reason
+    bot_events.message_event(writes, "message.route",  # type: ignore[arg-type]
+                             SimpleNamespace(**fields), now=now, push=config.push_events)
+    call = sender.claim_new(session, fields, decision) if sender is not None else None
+    outbox.add_row(writes, fields)  # type: ignore[arg-type]
+    return Submitted(message_id, call=call)
 
 
 _REFUSALS = {
@@ -226,16 +261,32 @@ _REFUSALS = {
 }
 
 
+_UNREAD: Any = object()
+
+
+def _answer_body(runtime: Runtime, session: Session, message: Any, *,
+                 last_inbound_at: datetime | None = _UNREAD) -> dict[str, Any]:
+    """The answer to the POST; `last_inbound_at`: the conversation's, if already read."""
+    window = (_window(session, runtime, message) if last_inbound_at is _UNREAD
+              else _window_at(runtime, message, last_inbound_at))
+    return message_body(message, window=window)
+
+
+def _answer_in(session: Session, runtime: Runtime, message_id: str) -> dict[str, Any]:
+    """The message's state so far, kept as the first answer unless one was kept already."""
+    message = outbox.get(session, message_id, for_update=True)
+    if message is None:
+        raise NotFound("No such message.")
+    answer = _answer_body(runtime, session, message)
+    if message.first_answer is None:
+        message.first_answer = {**answer, "_status": 202}
+        session.add(message)
+    return answer
+
+
 def _answer(runtime: Runtime, message_id: str) -> dict[str, Any]:
     with Session(db.writer(runtime.engine)) as session, session.begin():
-        message = outbox.get(session, message_id, for_update=True)
-        if message is None:
-            raise NotFound("No such message.")
-        answer = message_body(message, window=_window(session, runtime, message))
-        if message.first_answer is None:
-            message.first_answer = {**answer, "_status": 202}
-            session.add(message)
-        return answer
+        return _answer_in(session, runtime, message_id)
 
 
 def _public(answer: dict[str, Any]) -> dict[str, Any]:
@@ -253,7 +304,9 @@ def _attempt_done(runtime: Runtime) -> Any:
 
 async def post_message(request: Request) -> JSONResponse:
     runtime: Runtime = request.state.runtime
-    caller = await run_in_threadpool(authenticate, request, runtime)
+    # A configured key, or a stored one verified a moment ago, costs no threadpool hop.
+    caller = (known_caller(request, runtime)
+              or await run_in_threadpool(authenticate, request, runtime))
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
         raise PayloadTooLarge("The body is over 1 MiB.")
@@ -266,18 +319,62 @@ async def post_message(request: Request) -> JSONResponse:
     if key is not None and not 0 < len(key) <= 255:
         raise Invalid("Idempotency-Key must be 1 to 255 characters.", code="invalid_request",
                       field="Idempotency-Key")
-    message_id, finished, status = await run_in_threadpool(_submit, runtime, caller, body, key)
-    if finished is not None:
-        return JSONResponse(_public(finished), status_code=status)
     sender = runtime.sender
-    if sender is not None:
-        attempt = asyncio.ensure_future(sender.deliver(message_id))
+    if sender is None:  # nothing sends from this process: store it, the outbox worker sends
+        submitted = await run_in_threadpool(_submit, runtime, caller, body, key)
+        attempt = None
+    else:
+        submitted, attempt = await _submit_and_send(runtime, sender, caller, body, key)
+    if submitted.conflict:
+        raise Conflict("This Idempotency-Key was used with another body.",
+                       code="idempotency_conflict")
+    if submitted.answer is not None:
+        return JSONResponse(_public(submitted.answer), status_code=submitted.status)
+    assert submitted.message_id is not None
+    if attempt is not None:
+        # Wait for the vendor a little; the attempt goes on after we answer if it is slow.
+        # Its answer was kept in the transaction that recorded the vendor's.
+        await asyncio.wait({attempt}, timeout=WAIT_FOR_VENDOR)
+        if attempt.done() and not attempt.cancelled() and attempt.exception() is None:
+            answer = attempt.result()
+            if answer is not None:
+                return JSONResponse(answer, status_code=202)
+    if sender is None:
+        answer = await run_in_threadpool(_answer, runtime, submitted.message_id)
+    else:
+        answer = await sender.run(partial(_answer_in, runtime=runtime,
+                                          message_id=submitted.message_id))
+    return JSONResponse(answer, status_code=202)
+
+
+async def _submit_and_send(runtime: Runtime, sender: Sender, caller: Caller,
+                           body: dict[str, Any], key: str | None,
+                           ) -> tuple[Submitted, asyncio.Future[Any] | None]:
+    """Store the request (sharing a commit with other sends) and, once it is committed,
+    start its vendor call: started by the commit, not by this request, so a request that
+    goes away between the two leaves no claimed message behind unsent."""
+    started: list[asyncio.Future[Any]] = []
+
+    def send(submitted: Submitted) -> None:
+        if submitted.call is None:
+            return
+        attempt = asyncio.ensure_future(sender.send_claimed(
+            submitted.call, answer=partial(_answer_body, runtime)))
         runtime.background.add(attempt)
         attempt.add_done_callback(_attempt_done(runtime))
-        # Wait for the vendor a little; the attempt goes on after we answer if it is slow.
-        await asyncio.wait({attempt}, timeout=WAIT_FOR_VENDOR)
-    answer = await run_in_threadpool(_answer, runtime, message_id)
-    return JSONResponse(answer, status_code=202)
+        started.append(attempt)
+
+    store = partial(_store, runtime=runtime, caller=caller, body=body, idempotency_key=key,
+                    sender=sender)
+    try:
+        submitted = await sender.run(store, then=send, defers=True)
+    except IntegrityError:
+        if key is None:
+            raise
+        # A concurrent request with the same key stored its message first (the unique
+        # constraint said so): this one is its repeat, answered as such.
+        submitted = await sender.run(store, then=send, defers=True)
+    return submitted, (started[0] if started else None)
 
 
 def get_message(request: Request) -> JSONResponse:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from sqlmodel import Session
@@ -18,7 +20,7 @@ from sender import events as bot_events
 from sender import policy
 from sender import status as status_rules
 from sender.validate import count_variables
-from store import conversations, messages, optouts, outbox, templates
+from store import messages, optouts, outbox, templates
 from store.models import OutboundMessage, StatusEvent
 
 logger = logging.getLogger(__name__)
@@ -76,13 +78,36 @@ def template_views(session: Session) -> dict[tuple[str, str], policy.TemplateVie
     return views
 
 
+class _Templates(Mapping[tuple[str, str], policy.TemplateView]):
+    """The templates, read in the caller's transaction the first time a rule asks for one:
+    a reply inside the window never needs them."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._views: dict[tuple[str, str], policy.TemplateView] | None = None
+
+    def _loaded(self) -> dict[tuple[str, str], policy.TemplateView]:
+        if self._views is None:
+            self._views = template_views(self._session)
+        return self._views
+
+    def __getitem__(self, key: tuple[str, str]) -> policy.TemplateView:
+        return self._loaded()[key]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._loaded())
+
+    def __len__(self) -> int:
+        return len(self._loaded())
+
+
 def situation(session: Session, *, channel: str, account: str, recipient: str,
               config: SendConfig) -> policy.Situation:
-    conversation = conversations.get(session, channel=channel, account=account, customer=recipient)
+    last_inbound_at, opted_out = outbox.route_facts(session, channel=channel, account=account,
+                                                    recipient=recipient)
     return policy.Situation(
-        last_inbound_at=conversation.last_inbound_at if conversation else None,
-        opted_out=optouts.is_opted_out(session, recipient),
-        templates=template_views(session) if channel == "whatsapp" else {},
+        last_inbound_at=last_inbound_at, opted_out=opted_out,
+        templates=_Templates(session) if channel == "whatsapp" else {},  # type: ignore[arg-type]
         fallback_template=config.fallback_template,
     )
 
@@ -95,12 +120,11 @@ def send_request(message: OutboundMessage) -> policy.SendRequest:
     )
 
 
-def record_status(session: Session, message: OutboundMessage, *, status: str, at: datetime,
-                  config: SendConfig, failure_code: str | None = None,
-                  failure_reason: str | None = None,
-                  billable: bool | None = None, conversation_type: str | None = None,
-                  cost: dict[str, Any] | None = None) -> status_rules.Transition:
-    previous = message.status
+def apply_status(message: Any, *, status: str, at: datetime, failure_code: str | None = None,
+                 failure_reason: str | None = None, billable: bool | None = None,
+                 conversation_type: str | None = None,
+                 cost: dict[str, Any] | None = None) -> status_rules.Transition:
+    """What a reported status does to the message's fields (an ORM object or a MessageView)."""
     transition = status_rules.advance(message.status, status, at=at,
                                       stamped=messages.stamped_statuses(message))
     messages.set_status(message, status=transition.status, stamps=transition.stamps,
@@ -111,11 +135,50 @@ def record_status(session: Session, message: OutboundMessage, *, status: str, at
         message.billable = billable
     message.conversation_type = conversation_type or message.conversation_type
     message.cost = cost or message.cost
-    session.add(message)
+    return transition
+
+
+def announce_status(session: Session, message: Any, transition: status_rules.Transition, *,
+                    previous: str, at: datetime, config: SendConfig) -> None:
     if message.status != previous or transition.flagged:
         bot_events.message_event(session, "message.status", message, now=at, push=config.push_events,
                                  previous=previous, at=bot_events.iso(at))
+
+
+def record_status(session: Session, message: OutboundMessage, *, status: str, at: datetime,
+                  config: SendConfig, failure_code: str | None = None,
+                  failure_reason: str | None = None,
+                  billable: bool | None = None, conversation_type: str | None = None,
+                  cost: dict[str, Any] | None = None) -> status_rules.Transition:
+    previous = message.status
+    transition = apply_status(message, status=status, at=at, failure_code=failure_code,
+                              failure_reason=failure_reason, billable=billable,
+                              conversation_type=conversation_type, cost=cost)
+    session.add(message)
+    announce_status(session, message, transition, previous=previous, at=at, config=config)
     return transition
+
+
+class MessageView(SimpleNamespace):
+    """A message as a plain row read with Core, changed in memory and written back with one
+    UPDATE of what changed: the send path's common cases, without the ORM's cost."""
+
+    @classmethod
+    def of(cls, row: Any) -> MessageView:
+        view = cls(**row._mapping)
+        view._original = dict(row._mapping)  # what was read; columns only are ever written
+        return view
+
+    def changes(self) -> dict[str, Any]:
+        original: dict[str, Any] = self.__dict__["_original"]
+        return {name: value for name, value in vars(self).items()
+                if name in original and original[name] is not value and original[name] != value}
+
+    def save(self, session: Any) -> None:
+        """One UPDATE of what changed (`session`: a Session, or a group_commit.Deferring)."""
+        changes = self.changes()
+        outbox.update_row(session, self.id, changes)
+        self.__dict__["_original"].update(changes)
 
 
 def apply_event(session: Session, message: OutboundMessage, event: StatusEvent, *,

@@ -1,12 +1,16 @@
 """Sending: accept a bot's reply durably, decide its route, call the vendor, record what the
 vendor said. Only this module and sender/jobs.py read the clock.
 
-A message is committed `queued` before any vendor call. Sending claims it (`sending`, with a
-lease), calls the vendor outside any transaction, then records the answer:
+A message is committed before any vendor call: `queued`, or, when it can go at once, already
+claimed for sending (`sending`, with a lease) in the transaction that stores it. Sending claims
+it, calls the vendor outside any transaction, then records the answer:
     accepted       -> `accepted`, and any status push that raced ahead is applied
     refused        -> `rejected` with the vendor's code (131047 may re-send by the fallback)
     unavailable    -> back to `queued` with exponential backoff and jitter
     outcome unknown-> `unknown`: held, settled by status pushes, never blindly re-sent
+
+Every transaction goes through one group commit (sender/group_commit.py): the sends of a
+burst share their commits.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Engine
@@ -26,12 +31,12 @@ from sqlmodel import Session
 from sender import events as bot_events
 from sender import outcomes, pacing, policy
 from sender.errors import OutcomeUnknown, VendorError, VendorRejected, VendorUnavailable
+from sender.group_commit import Deferring, GroupCommit, write_now
 from sender.itnio import ItnioClient, SmsItem
 from sender.outcomes import SendConfig
 from sender.yzj import YzjClient
 from store import conversations, outbox
 from store import pacing as pacing_store
-from store.db import writer
 from store.models import OutboundMessage
 
 logger = logging.getLogger(__name__)
@@ -66,27 +71,33 @@ class NotConfigured(VendorError):
     """The vendor's credentials are not configured; nothing can be sent on this channel."""
 
 
+# What the bot is answered, built in the transaction that records the vendor's answer:
+# `answer(session, message, last_inbound_at=...)` with the message as recorded (an ORM object
+# or a MessageView) and, when already read, its conversation's last inbound time.
+AnswerBody = Callable[..., dict[str, Any]]
+
+
 class Sender:
     def __init__(self, engine: Engine, *, itnio: ItnioClient | None, yzj: YzjClient | None,
                  config: SendConfig, clock: Callable[[], datetime], concurrency: int = 32,
                  on_commit: Callable[[], None] | None = None) -> None:
         self._on_commit = on_commit
-        self._engine = writer(engine)
+        self.commits = GroupCommit(engine)
         self.itnio = itnio
         self.yzj = yzj
         self.config = config
         self.clock = clock
         self._slots = asyncio.Semaphore(concurrency)
 
-    # -- the transaction helpers (run in a thread: the session is sync) ------------------
+    # -- the transaction helper (the session is sync: works run in a thread) -------------
 
-    def _tx(self, work: Callable[[Session], Any]) -> Any:
-        with Session(self._engine, expire_on_commit=False) as session, session.begin():
-            return work(session)
-
-    async def run(self, work: Callable[[Session], Any]) -> Any:
-        """Run `work(session)` in one transaction, in a thread (the session is sync)."""
-        result = await asyncio.to_thread(self._tx, work)
+    async def run(self, work: Callable[[Session], Any], *,
+                  then: Callable[[Any], None] | None = None, defers: bool = False) -> Any:
+        """Run `work(session)` in a transaction, committed before this returns; the works
+        of concurrent callers share it (group commit). `then(result)` runs in the event loop
+        once it is committed, even if the caller has stopped waiting. `defers`: the work
+        leaves writes to the end of the batch (see sender/group_commit.py)."""
+        result = await self.commits.run(work, then=then, defers=defers)
         if self._on_commit is not None:
             self._on_commit()
         return result
@@ -101,46 +112,82 @@ class Sender:
         await asyncio.gather(*(self._send_claimed(message_id) for message_id in claimed))
         return len(claimed)
 
-    async def deliver(self, message_id: str) -> None:
-        """Send this message now if it is queued and due (the POST's own attempt)."""
+    def claim_new(self, session: Session, fields: dict[str, Any],
+                  decision: policy.SendDecision) -> Call:
+        """A message being stored now (`fields`, its row, not yet inserted) that can go at
+        once: claimed for sending in the same transaction, so no other attempt takes it and
+        a crash before the call leaves it to the lease sweep, never to a second send."""
         now = self.clock()
+        fields.update(status="sending", attempts=1, next_attempt_at=now + LEASE)
+        delays: tuple[int, ...] = ()
+        if fields["channel"] == "wecom":
+            delays = self._pace(session, fields["account"], len(fields["request"]["message"]))
+        return Call(message_id=fields["id"], channel=fields["channel"],
+                    route=fields["route"] or "", account=fields["account"],
+                    recipient=fields["recipient"], request=fields["request"],
+                    decision=decision, delays=delays)
 
-        def claim(session: Session) -> bool:
-            message = outbox.get(session, message_id, for_update=True)
-            if message is None or message.status != "queued" or (
-                    message.next_attempt_at and message.next_attempt_at > now):
-                return False
-            message.status, message.next_attempt_at = "sending", now + LEASE
-            message.attempts += 1
-            session.add(message)
-            return True
-
-        if await self.run(claim):
-            await self._send_claimed(message_id)
+    async def send_claimed(self, call: Call, *,
+                           answer: AnswerBody | None = None) -> dict[str, Any] | None:
+        """Send a message claimed by `claim_new`. With `answer`, the bot's answer is built
+        and kept (`first_answer`) in the transaction that records the vendor's; it is
+        returned (None if the message was not sent after all)."""
+        return await self._send_claimed(call.message_id, call=call, answer=answer)
 
     # -- one message ---------------------------------------------------------------------
 
-    async def _send_claimed(self, message_id: str) -> None:
+    async def _send_claimed(self, message_id: str, *, call: Call | None = None,
+                            answer: AnswerBody | None = None) -> dict[str, Any] | None:
+        # A call prepared in the claiming transaction goes as it is, unless it must wait
+        # for a slot: then the lease is renewed and the route checked again, as for any.
+        fresh = call is not None and not self._slots.locked()
         async with self._slots:
-            call = await self.run(lambda s: self._prepare(s, message_id))
-            if call is None:
-                return
-            try:
-                result = await self._call(call)
-            except VendorRejected as exc:
-                outcome = partial(self._refused, message_id=message_id, exc=exc)
-            except (VendorUnavailable, NotConfigured) as exc:
-                outcome = partial(self._retry_later, message_id=message_id, exc=exc)
-            except OutcomeUnknown as exc:
-                outcome = partial(self._unknown, message_id=message_id, exc=exc)
-            except Exception as exc:  # our bug or our configuration: nothing was sent
-                logger.exception("sending failed before the vendor was reached", extra={
-                    "action": "message_send_error", "message_id": message_id})
-                error = NotConfigured(vendor="local", reason=f"{type(exc).__name__}: {exc}")
-                outcome = partial(self._retry_later, message_id=message_id, exc=error)
-            else:
-                outcome = partial(self._accepted, message_id=message_id, result=result)
-            await self.run(outcome)
+            if not fresh:
+                call = await self.run(lambda s: self._prepare(s, message_id))
+                if call is None:
+                    return None
+            assert call is not None
+            outcome = await self._outcome_of(call, answer)
+            return await self.run(partial(self._record, outcome=outcome, message_id=message_id,
+                                          answer=answer),
+                                  defers=True)  # type: ignore[no-any-return]
+
+    async def _outcome_of(self, call: Call,
+                          answer: AnswerBody | None) -> Callable[[Session], Any]:
+        """Call the vendor (outside any transaction); what records its answer."""
+        message_id = call.message_id
+        try:
+            result = await self._call(call)
+        except VendorRejected as exc:
+            return partial(self._refused, message_id=message_id, exc=exc)
+        except (VendorUnavailable, NotConfigured) as exc:
+            return partial(self._retry_later, message_id=message_id, exc=exc)
+        except OutcomeUnknown as exc:
+            return partial(self._unknown, message_id=message_id, exc=exc)
+        except Exception as exc:  # our bug or our configuration: nothing was sent
+            logger.exception("sending failed before the vendor was reached", extra={
+                "action": "message_send_error", "message_id": message_id})
+            error = NotConfigured(vendor="local", reason=f"{type(exc).__name__}: {exc}")
+            return partial(self._retry_later, message_id=message_id, exc=error)
+        return partial(self._accepted, message_id=message_id, result=result, call=call,
+                       answer=answer)
+
+    def _record(self, session: Session, *, outcome: Callable[[Session], Any],
+                message_id: str, answer: AnswerBody | None) -> dict[str, Any] | None:
+        """Record the vendor's answer, and with `answer` the bot's, in one transaction. (The
+        common acceptance builds and keeps the bot's answer itself, and returns it.)"""
+        body = outcome(session)
+        if answer is None or body is not None:
+            return body  # type: ignore[no-any-return]
+        write_now(session)
+        message = outbox.get(session, message_id, for_update=True)
+        if message is None:
+            return None
+        body = answer(session, message)
+        if message.first_answer is None:
+            message.first_answer = {**body, "_status": 202}
+            session.add(message)
+        return body
 
     def _prepare(self, session: Session, message_id: str) -> Call | None:
         """Decide the route if it waited for `send_at`; None if nothing is to be sent."""
@@ -246,13 +293,12 @@ class Sender:
     def _claimed(self, session: Session, message_id: str) -> OutboundMessage | None:
         # Locked; its status may no longer be `sending`: a status push may have moved it
         # on while we waited for the vendor, and each recorder below keeps that.
+        write_now(session)  # the ORM reads below see everything the batch wrote so far
         return outbox.get(session, message_id, for_update=True)
 
-    def _accepted(self, session: Session, message_id: str, result: Any) -> None:
-        now = self.clock()
-        message = self._claimed(session, message_id)
-        if message is None:
-            return
+    @staticmethod
+    def _read_answer(message: Any, result: Any) -> str | None:
+        """Take the vendor's id from its answer; why it refused the message, if it did."""
         refused = None
         if message.route == "sms":  # also a WhatsApp request that fell back to SMS
             [submitted] = result
@@ -266,18 +312,69 @@ class Sender:
                 refused = f"parts {missing} refused by the vendor"
         else:
             message.vendor_message_id = result.message_id
+        return refused
+
+    def _accepted_plainly(self, session: Session, message_id: str, result: Any, call: Call,
+                          answer: AnswerBody | None) -> tuple[bool, dict[str, Any] | None]:
+        """The common case, with plain statements: still `sending` by the route it was called
+        by, accepted, and no status push arrived before this answer. (False, None) when it is
+        not that case and nothing was written."""
+        called = SimpleNamespace(route=call.route, channel=call.channel, vendor_message_id=None)
+        if self._read_answer(called, result) is not None:
+            return False, None
+        found = outbox.row_for_answer(session, message_id,
+                                      vendor_message_id=called.vendor_message_id or None)
+        if found is None:
+            return True, None
+        if (found.status != "sending" or found.has_orphans or found.route != call.route
+                or found.channel != call.channel):
+            return False, None
+        view = outcomes.MessageView.of(found)
+        last_inbound_at = view.__dict__.pop("conversation_last_inbound_at")
+        del view.has_orphans
+        view.vendor_message_id = called.vendor_message_id
+        now = self.clock()
+        view.status = "queued"  # so the transition below is measured from the start
+        transition = outcomes.apply_status(view, status="accepted", at=now)
+        body = None
+        if answer is not None and view.first_answer is None:
+            body = answer(session, view, last_inbound_at=last_inbound_at)
+            view.first_answer = {**body, "_status": 202}
+        # Written at the end of the batch, with the other sends' (nothing here reads them).
+        writes = Deferring(session)
+        view.save(writes)
+        outcomes.announce_status(writes, view, transition,  # type: ignore[arg-type]
+                                 previous="queued", at=now, config=self.config)
+        outbox.record_reply(writes, channel=view.channel, account=view.account,  # type: ignore[arg-type]
+                            customer=view.recipient, at=now, now=now)
+        logger.info("vendor accepted the message", extra={
+            "action": "message_accepted", "message_id": view.id, "route": view.route})
+        return True, body
+
+    def _accepted(self, session: Session, message_id: str, result: Any, call: Call | None = None,
+                  answer: AnswerBody | None = None) -> dict[str, Any] | None:
+        if call is not None:
+            done, body = self._accepted_plainly(session, message_id, result, call, answer)
+            if done:
+                return body
+        now = self.clock()
+        message = self._claimed(session, message_id)
+        if message is None:
+            return None
+        refused = self._read_answer(message, result)
         if message.status == "sending":
             message.status = "queued"  # so the transition below is measured from the start
         if refused is not None:
             outcomes.record_status(session, message, status="rejected", at=now, config=self.config,
                                    failure_code="refused", failure_reason=refused)
-            return
+            return None
         outcomes.record_status(session, message, status="accepted", at=now, config=self.config)
         conversations.record_outbound(session, channel=message.channel, account=message.account,
                                       customer=message.recipient, message_at=now, now=now)
         outcomes.attach_orphans(session, message, config=self.config, now=now)
         logger.info("vendor accepted the message", extra={
             "action": "message_accepted", "message_id": message.id, "route": message.route})
+        return None
 
     def _refused(self, session: Session, message_id: str, exc: VendorRejected) -> None:
         now = self.clock()

@@ -3,12 +3,124 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
+from sqlalchemy import bindparam, case, exists, insert, text, update
+from sqlalchemy.engine import Row
 from sqlmodel import Session, col, or_, select
 
-from store.models import OutboundMessage, StatusEvent
+from store.db import UTCDateTime
+from store.models import Conversation, OptOut, OutboundMessage, StatusEvent
 
 FINAL = ("delivered", "read", "failed", "rejected", "expired")
+
+# -- the send path's statements: Core, built once (SQLAlchemy caches their compiled form) ----
+
+_MESSAGES = OutboundMessage.__table__  # type: ignore[attr-defined]
+_EVENTS = StatusEvent.__table__  # type: ignore[attr-defined]
+_CONVERSATIONS = Conversation.__table__  # type: ignore[attr-defined]
+_OPT_OUTS = OptOut.__table__  # type: ignore[attr-defined]
+
+# Every column a new message row holds, with the model's defaults.
+NEW_ROW: dict[str, Any] = {column.name: None for column in _MESSAGES.columns} | {
+    "status": "queued", "request": {}, "attempts": 0, "flagged": False}
+
+ADD = insert(_MESSAGES)
+_BY_IDEMPOTENCY_KEY = select(_MESSAGES).where(
+    _MESSAGES.c.api_key_id == bindparam("api_key_id"),
+    _MESSAGES.c.idempotency_key == bindparam("key"))
+_UPDATE = update(_MESSAGES).where(_MESSAGES.c.id == bindparam("_id"))
+_ROUTE_FACTS = select(
+    select(_CONVERSATIONS.c.last_inbound_at).where(
+        _CONVERSATIONS.c.channel == bindparam("channel"),
+        _CONVERSATIONS.c.account == bindparam("account"),
+        _CONVERSATIONS.c.customer == bindparam("customer")).scalar_subquery().label("last_inbound_at"),
+    select(_OPT_OUTS.c.opted_out).where(
+        _OPT_OUTS.c.customer == bindparam("customer")).scalar_subquery().label("opted_out"),
+)
+# The message locked, with what recording the vendor's answer needs to know besides: whether
+# status events about it came first (orphans), and its conversation's last inbound time.
+_DELIVERY_CHANNEL = case((_MESSAGES.c.route == "sms", "sms"), else_=_MESSAGES.c.channel)
+_FOR_ANSWER = select(
+    _MESSAGES,
+    select(_CONVERSATIONS.c.last_inbound_at).where(
+        _CONVERSATIONS.c.channel == _MESSAGES.c.channel,
+        _CONVERSATIONS.c.account == _MESSAGES.c.account,
+        _CONVERSATIONS.c.customer == _MESSAGES.c.recipient,
+    ).scalar_subquery().label("conversation_last_inbound_at"),
+    exists().where(
+        _EVENTS.c.channel == _DELIVERY_CHANNEL, _EVENTS.c.message_id.is_(None),
+        or_(_EVENTS.c.vendor_message_id == bindparam("vendor_message_id"),
+            _EVENTS.c.client_ref == _MESSAGES.c.client_ref),
+    ).label("has_orphans"),
+).where(_MESSAGES.c.id == bindparam("id")).with_for_update(of=_MESSAGES)
+
+# conversations.record_outbound as plain SQL both databases speak, compiled once (that one is
+# built anew for each call and cannot be cached): the reply is noted in the conversation.
+_RECORD_REPLY = text("""
+INSERT INTO conversations (channel, account, customer, last_outbound_at, created_at, updated_at)
+VALUES (:channel, :account, :customer, :at, :now, :now)
+ON CONFLICT (channel, account, customer) DO UPDATE SET
+  last_outbound_at = CASE
+    WHEN conversations.last_outbound_at IS NULL
+      OR excluded.last_outbound_at > conversations.last_outbound_at
+    THEN excluded.last_outbound_at ELSE conversations.last_outbound_at END,
+  updated_at = excluded.updated_at
+""").bindparams(bindparam("at", type_=UTCDateTime()), bindparam("now", type_=UTCDateTime()))
+
+
+def _flush_pending(session: Session) -> None:
+    """Core statements skip autoflush: ORM changes made earlier in the transaction go first."""
+    if session.dirty or session.new:
+        session.flush()
+
+
+# The writers below take a Session, or a stand-in that leaves the write to the end of a group
+# commit's batch (sender/group_commit.py: Deferring): they only use .connection().execute.
+
+
+def add_row(session: Session, fields: dict[str, Any]) -> None:
+    """Insert a message: `fields` is a whole row (NEW_ROW with the message's values)."""
+    session.connection().execute(ADD, fields)
+
+
+def row_for_answer(session: Session, message_id: str, *,
+                   vendor_message_id: str | None) -> Row[Any] | None:
+    """The message locked (a plain row), with `conversation_last_inbound_at` and
+    `has_orphans` (status events that name `vendor_message_id` or its client ref and were
+    stored before we knew their message), in one statement."""
+    _flush_pending(session)
+    return session.connection().execute(_FOR_ANSWER, {
+        "id": message_id, "vendor_message_id": vendor_message_id}).first()
+
+
+def row_by_idempotency_key(session: Session, *, api_key_id: str, key: str) -> Row[Any] | None:
+    _flush_pending(session)
+    return session.connection().execute(
+        _BY_IDEMPOTENCY_KEY, {"api_key_id": api_key_id, "key": key}).first()
+
+
+def update_row(session: Session, message_id: str, values: dict[str, Any]) -> None:
+    if values:
+        # The SET clause is made of the keys given (compiled once per set of keys).
+        session.connection().execute(_UPDATE, {"_id": message_id, **values})
+
+
+def route_facts(session: Session, *, channel: str, account: str,
+                recipient: str) -> tuple[datetime | None, bool]:
+    """What a route is decided from, in one statement: the conversation's last inbound
+    message time, and whether the recipient opted out."""
+    _flush_pending(session)
+    found = session.connection().execute(_ROUTE_FACTS, {
+        "channel": channel, "account": account, "customer": recipient}).one()
+    return found.last_inbound_at, bool(found.opted_out)
+
+
+def record_reply(session: Session, *, channel: str, account: str, customer: str,
+                 at: datetime, now: datetime) -> None:
+    """Note a reply sent at `at` in its conversation (as conversations.record_outbound)."""
+    session.connection().execute(_RECORD_REPLY, {
+        "channel": channel, "account": account, "customer": customer, "at": at, "now": now})
 
 
 def get(session: Session, message_id: str, *, for_update: bool = False) -> OutboundMessage | None:

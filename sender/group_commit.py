@@ -1,0 +1,252 @@
+"""Group commit for the sender's transactions.
+
+Every transaction of the sender (storing a bot's message and claiming it, recording what the
+vendor answered, the sweeps) is a function of a session: `work(session)`. Works handed in
+while a batch is being written wait; the next batch runs them all in one transaction, in a
+worker thread, commits once, and only then does each caller get its result. Each work is
+still durable before its caller hears of it, but a burst of sends costs one commit (one
+fsync on SQLite), not one each.
+
+Works share the transaction, not their view of it: each gets the session with an empty
+identity map, so an ORM object loaded by one work is never a stale copy of a row another
+work changed with a Core statement.
+
+Writes nothing in the batch reads back (a new message's row, a bot event, the vendor's
+answer on a message, a reply noted in its conversation) can be left to the end of the batch
+(`later`): they go in then as one executemany per statement, which costs a fraction of one
+statement each. Only works run with `defers=True` see the batch that way; before any other
+work runs, everything left so far is written, so it reads what it would have read.
+
+When a work raises, the whole batch is rolled back and its works are run again one by one,
+each in its own transaction: one bad work cannot take the others down, and none is ever
+half-applied. A deadlock or a lock timeout (PostgreSQL) retries the batch as it was. So a
+work must be safe to run again after a rollback: it may read and write the database and
+decide things from what it read, but it must not act on the world (the vendor calls happen
+outside, between transactions). A failed COMMIT is another matter: it may have committed
+(the connection broke after sending it), so nothing is run again; every caller of the batch
+gets the error, as it would have from a transaction of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from store import db
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 256
+ATTEMPTS = 4
+
+Work = Callable[[Session], Any]
+_LATER = "replywindow.group_commit.later"
+
+
+class _Later:
+    """Statements left to the end of the batch, grouped by statement and set of parameter
+    names (an executemany needs one shape), written in the order each group was first used."""
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple[int, frozenset[str]], tuple[Any, list[dict[str, Any]]]] = {}
+
+    def add(self, statement: Any, params: dict[str, Any]) -> None:
+        key = (id(statement), frozenset(params))
+        group = self._groups.get(key)
+        if group is None:
+            self._groups[key] = (statement, [params])
+        else:
+            group[1].append(params)
+
+    def flush(self, session: Session) -> None:
+        if not self._groups:
+            return
+        groups, self._groups = self._groups, {}
+        connection = session.connection()
+        for statement, rows in groups.values():
+            connection.execute(statement, rows if len(rows) > 1 else rows[0])
+
+
+def later(session: Session, statement: Any, params: dict[str, Any]) -> None:
+    """Execute `statement` with `params` before the transaction commits: at the end of the
+    batch, with the same statement of the batch's other works, when the work was run with
+    `defers=True`; at once otherwise. Only for writes no work of the batch reads back."""
+    pending: _Later | None = session.info.get(_LATER)
+    if pending is None:
+        session.connection().execute(statement, params)
+    else:
+        pending.add(statement, params)
+
+
+def write_now(session: Session) -> None:
+    """Write what was left for later (before reading what it may have changed)."""
+    pending: _Later | None = session.info.get(_LATER)
+    if pending is not None:
+        pending.flush(session)
+
+
+class Deferring:
+    """The session as a writer of rows sees it (`session.connection().execute(stmt, row)`,
+    e.g. store.events), with those writes left for later. Reads are not for it."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def get_bind(self) -> Any:
+        return self._session.get_bind()
+
+    def connection(self) -> Deferring:
+        return self
+
+    def execute(self, statement: Any, params: dict[str, Any] | list[dict[str, Any]]) -> None:
+        for row in [params] if isinstance(params, dict) else params:
+            later(self._session, statement, row)
+
+
+@dataclass
+class _Item:
+    work: Work
+    future: asyncio.Future[Any]
+    # Called in the event loop with the work's result once it is committed, even when the
+    # caller stopped waiting: what must follow a commit cannot be lost with the caller.
+    then: Callable[[Any], None] | None = None
+    # The work leaves writes for later (`later`) and reads nothing the batch left for later.
+    defers: bool = False
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: BaseException
+
+
+class CommitFailed(Exception):
+    """The COMMIT of a batch failed: it may or may not have taken effect."""
+
+
+class GroupCommit:
+    def __init__(self, engine: Engine, *, max_batch: int = MAX_BATCH) -> None:
+        self._engine = db.writer(engine)
+        self._max_batch = max_batch
+        self._queue: list[_Item] = []
+        self._writing = False
+        self.batches = 0  # committed batches (tests and profiles look at them)
+        self.works = 0
+
+    async def run(self, work: Work, *, then: Callable[[Any], None] | None = None,
+                  defers: bool = False) -> Any:
+        """Run `work(session)` in the next batch; its result once that batch is committed."""
+        loop = asyncio.get_running_loop()
+        item = _Item(work, loop.create_future(), then, defers)
+        self._queue.append(item)
+        if not self._writing:
+            self._writing = True
+            # Not at once: works handed in by tasks that are ready now join this batch.
+            loop.call_soon(self._next_batch, loop)
+        return await item.future
+
+    def _next_batch(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A caller that gave up before its work started: the work is not run at all.
+        self._queue = [item for item in self._queue if not item.future.cancelled()]
+        batch, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
+        if not batch:
+            self._writing = False
+            return
+        task = loop.run_in_executor(None, self._write, [(item.work, item.defers)
+                                                         for item in batch])
+        task.add_done_callback(lambda done: self._finish(loop, batch, done))
+
+    def _finish(self, loop: asyncio.AbstractEventLoop, batch: list[_Item],
+                done: asyncio.Future[list[Any]]) -> None:
+        if done.cancelled():  # the loop is going away
+            for item in batch:
+                item.future.cancel()
+            return
+        try:
+            results: list[Any] = done.result()
+        except Exception as exc:  # the writer itself broke: every caller hears
+            results = [_Failed(exc)] * len(batch)
+        self.batches += 1
+        self.works += len(batch)
+        for item, result in zip(batch, results, strict=True):
+            if not isinstance(result, _Failed) and item.then is not None:
+                try:
+                    item.then(result)
+                except Exception:
+                    logger.exception("a follow-up of a committed transaction failed",
+                                     extra={"action": "group_commit_then_failed"})
+            if item.future.done():
+                continue
+            if isinstance(result, _Failed):
+                item.future.set_exception(result.error)
+            else:
+                item.future.set_result(result)
+        self._next_batch(loop)
+
+    # -- in the worker thread ---------------------------------------------------------------
+
+    def _write(self, works: list[tuple[Work, bool]]) -> list[Any]:
+        try:
+            return self._transaction(works)
+        except CommitFailed as exc:
+            return [_Failed(exc.__cause__ or exc)] * len(works)
+        except Exception as exc:
+            if len(works) == 1:
+                return [_Failed(exc)]
+        # Something in the batch failed (all of it was rolled back): each on its own now.
+        results = []
+        for work in works:
+            try:
+                results.append(self._transaction([work])[0])
+            except CommitFailed as exc:
+                results.append(_Failed(exc.__cause__ or exc))
+            except Exception as exc:
+                results.append(_Failed(exc))
+        return results
+
+    def _transaction(self, works: list[tuple[Work, bool]]) -> list[Any]:
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return self._attempt(works)
+            except CommitFailed:
+                raise
+            except Exception as exc:
+                if not db.is_transient(exc) or attempt == ATTEMPTS:
+                    raise
+                logger.warning("sender transaction met a deadlock or a lock; retrying",
+                               extra={"action": "sender_batch_retry", "attempt": attempt,
+                                      "count": len(works)})
+                time.sleep(0.01 * attempt)
+        raise AssertionError("unreachable")
+
+    def _attempt(self, works: list[tuple[Work, bool]]) -> list[Any]:
+        with Session(self._engine, expire_on_commit=False) as session:
+            transaction = session.begin()
+            try:
+                pending = session.info[_LATER] = _Later()
+                results = []
+                for work, defers in works:
+                    if not defers:
+                        pending.flush(session)
+                    results.append(work(session))
+                    if len(works) > 1:
+                        session.flush()
+                        session.expunge_all()
+                pending.flush(session)
+                session.flush()
+                del session.info[_LATER]
+            except BaseException:
+                transaction.rollback()
+                raise
+            try:
+                transaction.commit()
+            except Exception as exc:
+                raise CommitFailed("the batch's COMMIT failed; it may have taken effect") \
+                    from exc
+            return results
