@@ -41,6 +41,7 @@ import uvicorn
 from sqlalchemy import Engine, func, make_url
 from sqlmodel import Session, select
 
+from receiver.applier import wait_applied
 from receiver.crypto import decode_key, decrypt
 from receiver.settings import Settings
 from sender import jobs
@@ -48,6 +49,7 @@ from sender.service import LEASE, Sender
 from sender.simulator import PendingCallback, VendorSimulator
 from store import db, migrate
 from store.models import ChatMessage, Event, EventKey, InboxBody, OutboundMessage, StatusEvent
+from store.spool import Spool, path_for
 from tests import conftest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -544,9 +546,18 @@ class Load:
 class Store:
     def __init__(self, url: str) -> None:
         self.engine: Engine = db.make_engine(url)
+        spool = path_for(url)
+        self.spool = Spool(spool) if spool is not None else None
 
     def close(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
         self.engine.dispose()
+
+    async def applied(self, timeout: float = 60.0) -> None:
+        """Until every acknowledged body is applied (the services' appliers do it a moment
+        after the 200), as a sweep run by the test must see their effects."""
+        await asyncio.to_thread(wait_applied, self.engine, self.spool, timeout=timeout)
 
     def __enter__(self) -> Store:
         return self
@@ -688,6 +699,7 @@ async def settle(services: list[Service], load: Load, store: Store, url: str,
         quiet = 0 if busy else quiet + 1
     for service in services:
         await service.astop()
+    await store.applied()
     stranded = store.count_status("sending")  # left mid-call by a kill
     await sweep(url, env, ahead=LEASE + timedelta(seconds=30))
     left = store.count_status("queued", "sending")

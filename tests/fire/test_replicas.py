@@ -90,6 +90,7 @@ async def _replicas_run(url: str, store: h.Store, workdir: Path) -> dict[str, An
             burst = [s for s in (load.new_send("wecom") for _ in range(10)) if s is not None]
             await asyncio.gather(*(load.send(s) for s in burst))
             await load.finish()
+            await store.applied()  # the echoes a WeCom confirmation goes by
             await asyncio.gather(*(h.sweep(url, env, ahead=timedelta(0))
                                    for _ in range(REPLICAS)))
             await load.finish()

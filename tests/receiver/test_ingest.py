@@ -140,12 +140,14 @@ def test_two_writers_and_two_appliers_apply_everything_exactly_once(
 
     states = asyncio.run(scenario())
     # Two replicas' appliers race over the same pending bodies.
-    appliers = [Drainer(make_engine(db_url), settings, lambda: NOW) for _ in range(2)]
-    threads = [threading.Thread(target=a.drain) for a in appliers]
+    engines = [make_engine(db_url) for _ in range(2)]
+    threads = [threading.Thread(target=Drainer(e, settings, lambda: NOW).drain) for e in engines]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    for engine in engines:
+        engine.dispose()
 
     assert set(states) == {"pending"}
     check = make_engine(db_url)

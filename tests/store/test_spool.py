@@ -4,6 +4,7 @@ whatever happens between the move and the spool's cleanup."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,13 @@ def url(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'rw.db'}"
     migrate.upgrade(url)
     return url
+
+
+@pytest.fixture
+def engine(url: str) -> Iterator[Engine]:
+    engine = db.make_engine(url)
+    yield engine
+    engine.dispose()
 
 
 def _settings(url: str) -> Settings:
@@ -53,8 +61,9 @@ class CrashBeforeCleanup(Spool):
         raise KeyboardInterrupt
 
 
-def test_a_body_moved_again_after_a_crash_is_neither_stored_nor_applied_twice(url: str) -> None:
-    settings, engine = _settings(url), db.make_engine(url)
+def test_a_body_moved_again_after_a_crash_is_neither_stored_nor_applied_twice(
+        url: str, engine: Engine) -> None:
+    settings = _settings(url)
     path = path_for(url)
     assert path is not None
     CrashBeforeCleanup(path).append([_uplink(settings, n) for n in range(3)])
@@ -72,8 +81,9 @@ def test_a_body_moved_again_after_a_crash_is_neither_stored_nor_applied_twice(ur
         == (3, 3, 3)
 
 
-def test_spool_ids_start_above_every_stored_body_and_a_taken_id_is_not_lost(url: str) -> None:
-    settings, engine = _settings(url), db.make_engine(url)
+def test_spool_ids_start_above_every_stored_body_and_a_taken_id_is_not_lost(
+        url: str, engine: Engine) -> None:
+    settings = _settings(url)
     with Session(engine) as session, session.begin():
         session.add(InboxBody(id=7, vendor="itnio", route="whatsapp", received_at=NOW,
                               body=b"{}", state="stored"))
