@@ -380,7 +380,9 @@ PATHS: dict[str, Any] = {
                        "Comma-separated: day, channel, route, account, status (empty: one "
                        "group; absent: day)."),
                 _query("format", {"enum": ["json", "csv"]}, "json (default) or csv."),
-                _query("channel", CHANNEL, "Only this channel."),
+                _query("channel", {"enum": [*CHANNELS, ""]},
+                       "Only this channel (empty, as the report page's form sends for all: "
+                       "every channel)."),
                 _query("show_numbers", {"type": "boolean"},
                        "Whole account numbers (keys from REPLYWINDOW_API_KEYS only)."),
             ],
