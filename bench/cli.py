@@ -415,17 +415,22 @@ class Bench:
                 full.detail["outbound"] = statuses
                 full.notes.append(f"{len(recipients)} windows opened by uplinks first; "
                                   f"messages by status: {statuses}")
-                # The same paced at half that rate: latency when the service is not saturated.
-                target = max(load.ok_per_s / 2, 1.0)
-                slow = self._load(s.url, entries, duration=self.o.duration, connections=conns,
-                                  rate=target)
-                self.fill_row(half, s, slow, conns)
-                half.detail["target_per_s"] = target
-                half.notes.append(f"paced at {target:.0f}/s (half the row above); "
-                                  f"got {slow.ok_per_s:.0f}/s")
+                self.at_half_rate(half, s, entries, load, conns)
         full.notes.append("the service on SQLite, the simulator as its own uvicorn server, "
                           "scheduler on")
         return full, half
+
+    def at_half_rate(self, half: Row, server: Server, entries: Path, full: LoadResult,
+                     conns: int) -> None:
+        """The same load paced at half the rate `full` reached: the latency at a load the
+        service carries, not when it is saturated."""
+        target = max(full.ok_per_s / 2, 1.0)
+        slow = self._load(server.url, entries, duration=self.o.duration, connections=conns,
+                          rate=target)
+        self.fill_row(half, server, slow, conns)
+        half.detail["target_per_s"] = target
+        half.notes.append(f"paced at {target:,.0f}/s (half the row above); "
+                          f"got {slow.ok_per_s:,.0f}/s")
 
     # -- window lookups -----------------------------------------------------------------------
 
@@ -446,14 +451,7 @@ class Bench:
                 raise RuntimeError(f"the loaded windows do not read back: {first.text}")
             load = self.warm_and_measure(s, entries, entries, connections=conns)
             self.fill_row(row, s, load, conns)
-            # The same paced at half that rate: the latency at a load the service carries.
-            target = max(load.ok_per_s / 2, 1.0)
-            slow = self._load(s.url, entries, duration=self.o.duration, connections=conns,
-                              rate=target)
-            self.fill_row(half, s, slow, conns)
-            half.detail["target_per_s"] = target
-            half.notes.append(f"paced at {target:,.0f}/s (half the row above); "
-                              f"got {slow.ok_per_s:,.0f}/s")
+            self.at_half_rate(half, s, entries, load, conns)
         row.detail["loaded_in_s"] = seconds
         row.notes.append(f"{self.o.windows:,} conversations bulk-loaded in {seconds:.1f} s; "
                          f"{count:,} distinct lookups (95% in the table)")

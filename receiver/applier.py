@@ -16,15 +16,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from receiver.apply import apply_events, apply_many
+from receiver.apply import apply_guarded, apply_many, failure_detail
 from receiver.events import Event
 from receiver.parsers import Parser, parsers
 from receiver.settings import Settings
@@ -42,10 +42,6 @@ FORGET_SECONDS = 0.5  # how often, while busy, moved bodies are deleted from the
 Update = tuple[int, str, datetime | None, str | None]
 
 
-def _detail(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:2000]
-
-
 def _parse(row: Any, read: dict[tuple[str, str], Parser]) -> list[Event] | str:
     """The stored body's events, or why it no longer parses (a key rotated since, say)."""
     try:
@@ -53,7 +49,7 @@ def _parse(row: Any, read: dict[tuple[str, str], Parser]) -> list[Event] | str:
     except Exception as exc:
         logger.error("a stored body no longer parses; kept as failed", exc_info=exc,
                      extra={"action": "webhook_apply_failed", "inbox_body_id": row.id})
-        return _detail(exc)
+        return failure_detail(exc)
 
 
 def _apply_each(session: Session, parsed: list[tuple[Any, list[Event]]], *,
@@ -61,17 +57,10 @@ def _apply_each(session: Session, parsed: list[tuple[Any, list[Event]]], *,
     """Body by body, each in its own savepoint: one that fails is marked `failed`."""
     updates: list[Update] = []
     for row, events in parsed:
-        try:
-            with session.begin_nested():
-                state = apply_events(session, events=events, inbox_body_id=row.id,
-                                     received_at=row.received_at, settings=settings, now=now)
-            updates.append((row.id, state, now, None))
-        except Exception as exc:
-            if db.is_transient(exc):
-                raise
-            logger.error("applying a webhook body failed; kept for replay", exc_info=exc,
-                         extra={"action": "webhook_apply_failed", "inbox_body_id": row.id})
-            updates.append((row.id, "failed", None, _detail(exc)))
+        state, failure = apply_guarded(session, inbox_body_id=row.id,
+                                       received_at=row.received_at, events=events,
+                                       settings=settings, now=now)
+        updates.append((row.id, state, None if failure else now, failure))
     return updates
 
 
@@ -129,9 +118,9 @@ def apply_spooled(engine: Engine, spool: Spool, *, settings: Settings,
                   read: dict[tuple[str, str], Parser], clock: Callable[[], datetime],
                   after_id: int = 0, limit: int = BATCH) -> tuple[int, int]:
     """SQLite: move up to `limit` spooled bodies past `after_id` into `inbox_bodies` and
-    apply them, in one transaction; how many, and the last spool id moved. The caller forgets them in
-    the spool (`Spool.forget`) now and then, not after every batch: each delete is a write
-    the acknowledging writer would wait for."""
+    apply them, in one transaction; how many, and the last spool id moved. The caller
+    forgets them in the spool (`Spool.forget`) now and then, not after every batch: each
+    delete is a write the acknowledging writer would wait for."""
     spooled = spool.oldest_after(after_id, limit)
     if not spooled:
         return 0, after_id

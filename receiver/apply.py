@@ -38,23 +38,38 @@ def is_owned(owner: Owner, settings: Settings) -> bool:
     return settings.is_yzj_account_configured(owner.ref)
 
 
-def apply_body(session: Session, body: InboxBody, *, events: list[Event], settings: Settings,
-               now: datetime) -> str:
-    """Apply a stored body's events in a savepoint; its new state. A failure that a retry of
-    the whole transaction may cure (a deadlock) is raised; any other rolls back only this
-    body's effects and marks it `failed`, to be replayed once mended."""
+def failure_detail(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+def apply_guarded(session: Session, *, inbox_body_id: int | None, received_at: datetime,
+                  events: list[Event], settings: Settings,
+                  now: datetime) -> tuple[str, str | None]:
+    """Apply one stored body's events in a savepoint; its state, and why it failed. A failure
+    that a retry of the whole transaction may cure (a deadlock) is raised; any other rolls
+    back only this body's effects and makes it `failed`, to be replayed once mended."""
     try:
         with session.begin_nested():
-            state = apply_events(session, events=events, inbox_body_id=body.id,
-                                 received_at=body.received_at, settings=settings, now=now)
+            return apply_events(session, events=events, inbox_body_id=inbox_body_id,
+                                received_at=received_at, settings=settings, now=now), None
     except Exception as exc:
         if db.is_transient(exc):
             raise
         logger.error("applying a webhook body failed; kept for replay", exc_info=exc,
-                     extra={"action": "webhook_apply_failed", "inbox_body_id": body.id})
-        body.detail = f"{type(exc).__name__}: {exc}"[:2000]
-        return "failed"
-    body.applied_at = now
+                     extra={"action": "webhook_apply_failed", "inbox_body_id": inbox_body_id})
+        return "failed", failure_detail(exc)
+
+
+def apply_body(session: Session, body: InboxBody, *, events: list[Event], settings: Settings,
+               now: datetime) -> str:
+    """`apply_guarded` for a body loaded as an object: its detail or applied_at set."""
+    state, failure = apply_guarded(session, inbox_body_id=body.id,
+                                   received_at=body.received_at, events=events,
+                                   settings=settings, now=now)
+    if failure is not None:
+        body.detail = failure
+    else:
+        body.applied_at = now
     return state
 
 

@@ -5,6 +5,7 @@
     ├── Unauthorized         401  no API key, or a wrong one
     ├── Forbidden            403  an account the key is not scoped to
     ├── NotFound             404  also a wrong webhook token
+    ├── MethodNotAllowed     405  (webhooks; elsewhere Starlette's router answers it)
     ├── PayloadTooLarge      413  over 1 MiB
     ├── Invalid              422  a request that breaks a documented rule
     └── Unavailable          503  the store can't be reached; the vendor should retry
@@ -55,6 +56,11 @@ class Forbidden(ApiError):
 class NotFound(ApiError):
     status = 404
     code = "not_found"
+
+
+class MethodNotAllowed(ApiError):
+    status = 405
+    code = "method_not_allowed"
 
 
 class PayloadTooLarge(ApiError):

@@ -57,7 +57,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # At acknowledgement: `pending` is stored for the applier (its outcome is the body's state).
-WEBHOOK_OUTCOMES = ("pending", "failed", "quarantined", "unstorable", "too_large", "bad_token", "unavailable", "error")
+WEBHOOK_OUTCOMES = ("pending", "failed", "quarantined", "unstorable", "too_large", "bad_token",
+                    "unavailable", "error")
 # Outcomes of a body that reached the store: their time from receipt is the processing lag.
 STORED_OUTCOMES = frozenset(WEBHOOK_OUTCOMES) - {"bad_token", "unavailable", "error"}
 OUTBOX_STATUSES = ("queued", "sending", "unknown")

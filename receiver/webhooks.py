@@ -17,7 +17,14 @@ import logging
 import time
 from typing import Any
 
-from receiver.errors import ApiError, BadPayload, NotFound, PayloadTooLarge, Unavailable
+from receiver.errors import (
+    ApiError,
+    BadPayload,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+)
 from receiver.ingest import Received
 from receiver.runtime import Runtime
 from receiver.settings import MAX_BODY_BYTES
@@ -43,11 +50,6 @@ JSON_HEADERS = [(b"content-type", b"application/json")]
 Scope = dict[str, Any]
 Receive = Any
 Send = Any
-
-
-class MethodNotAllowed(ApiError):
-    status = 405
-    code = "method_not_allowed"
 
 
 def _endpoint(path: str) -> tuple[tuple[str, str, bytes], str]:
@@ -158,6 +160,7 @@ async def handle(scope: Scope, receive: Receive, send: Send) -> None:
     except Disconnected:
         outcome = "error"
     except Exception as exc:
+        outcome = "error"
         logger.error("unexpected error", exc_info=exc, extra={"action": "unexpected_error"})
         await _respond(send, 500, b'{"error":"internal","detail":"Something went wrong on our '
                                   b'side; it was logged."}')

@@ -10,9 +10,9 @@ per event, that cost vanishes.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from itertools import zip_longest
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import zip_longest
 from typing import Any
 
 from sqlalchemy import bindparam, or_, select

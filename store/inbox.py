@@ -117,10 +117,12 @@ def count_pending(session: Session) -> int:
         text("SELECT count(*) FROM inbox_bodies WHERE state = 'pending'")).scalar_one())
 
 
-def set_states(session: Session, states: list[tuple[int, str, datetime | None, str | None]]) -> None:
+def set_states(session: Session,
+               states: list[tuple[int, str, datetime | None, str | None]]) -> None:
     """(id, state, applied_at, detail) for many bodies, in one statement."""
-    session.connection().execute(SET_STATES, [{"b_id": i, "b_state": st, "b_applied_at": at, "b_detail": d}
-                                 for i, st, at, d in states])
+    session.connection().execute(SET_STATES, [
+        {"b_id": i, "b_state": st, "b_applied_at": at, "b_detail": d}
+        for i, st, at, d in states])
 
 
 def bodies_page(session: Session, *, after_id: int, states: list[str] | None,

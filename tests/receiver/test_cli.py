@@ -13,12 +13,11 @@ from click.testing import CliRunner, Result
 from sqlalchemy import create_engine, inspect, text
 from starlette.testclient import TestClient
 
-from tests.settling import SettlingClient
-
 from receiver.app import create_app
 from receiver.cli import main
 from receiver.settings import Settings
 from store import migrate
+from tests.settling import SettlingClient
 
 BUSINESS = "91856321412"
 OTHER_BUSINESS = "91856321499"

@@ -17,8 +17,6 @@ from sqlmodel import Session, select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from starlette.testclient import TestClient
 
-from tests.settling import SettlingClient
-
 from receiver.app import create_app
 from receiver.settings import Settings
 from sender import sweeps
@@ -27,6 +25,7 @@ from sender.push import RETRY_SCHEDULE, new_secret
 from store.db import make_engine, writer
 from store.models import Event
 from tests.conftest import API_KEY, DATA, TOKEN, FakeClock
+from tests.settling import SettlingClient
 
 WA = f"/webhooks/itnio/whatsapp/{TOKEN}"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}

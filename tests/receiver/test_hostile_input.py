@@ -32,14 +32,13 @@ from hypothesis.control import currently_in_test_context
 from sqlalchemy import Engine
 from starlette.testclient import TestClient
 
-from tests.settling import SettlingClient
-
 from receiver import crypto
 from receiver.app import create_app
 from receiver.settings import MAX_BODY_BYTES, Settings
 from store.models import InboxBody, QuarantinedBody
 from tests.conftest import API_KEY, DATA, TOKEN, FakeClock
 from tests.receiver.hostile_support import Archive, check_error_shape, examples, with_openapi
+from tests.settling import SettlingClient
 
 YZJ_KEY = "replywindowTestVectorKey32bytes!"
 KEY_BYTES = crypto.decode_key(YZJ_KEY)

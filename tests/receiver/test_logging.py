@@ -18,13 +18,12 @@ from starlette.requests import Request
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from tests.settling import SettlingClient
-
 from receiver import logging_setup
 from receiver.app import create_app
 from receiver.errors import exception_handlers
 from receiver.settings import Settings
 from tests.conftest import API_KEY, DATA, TOKEN, FakeClock
+from tests.settling import SettlingClient
 
 PHONES = ("91856321412", "91856321432")
 SECRETS = (TOKEN, API_KEY, *PHONES)

@@ -20,14 +20,13 @@ from sqlmodel import Session
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from tests.settling import SettlingClient
-
 from receiver.errors import exception_handlers
 from receiver.metrics import Metrics, route, transport_error_kind
 from receiver.settings import Settings
 from store import db, keys
 from store.models import Event, InboxBody, OutboundMessage, QuarantinedBody
 from tests.conftest import API_KEY, DATA, TOKEN, FakeClock
+from tests.settling import SettlingClient
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

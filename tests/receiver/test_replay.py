@@ -15,13 +15,12 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, text
 from starlette.testclient import TestClient
 
-from tests.settling import SettlingClient
-
 from receiver.app import create_app
 from receiver.cli import main
 from receiver.replay import PAGE, ReplayReport, replay
 from receiver.settings import MAX_BODY_BYTES, Settings
 from tests.conftest import DATA, TOKEN, FakeClock
+from tests.settling import SettlingClient
 
 WEBHOOKS = DATA / "webhooks"
 YZJ_KEY = "replywindowTestVectorKey32bytes!"

@@ -20,13 +20,12 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 from starlette.testclient import TestClient
 
-from tests.settling import SettlingClient
-
 from receiver.app import create_app
 from receiver.settings import Settings
 from store import keys
 from tests.conftest import API_KEY, FakeClock
 from tests.receiver.report_scenario import CUSTOMER, NOW, SINCE, UNTIL, A, B, seed, seed_windows
+from tests.settling import SettlingClient
 
 RANGE = {"since": SINCE, "until": UNTIL}
 ROOT = Path(__file__).parent.parent.parent

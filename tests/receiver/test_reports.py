@@ -13,8 +13,6 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 from starlette.testclient import TestClient
 
-from tests.settling import SettlingClient
-
 from receiver import reports
 from receiver.app import create_app
 from receiver.settings import Settings
@@ -22,6 +20,7 @@ from store import keys
 from store.reports import DeliveryRow, delivery_rows
 from tests.conftest import FakeClock
 from tests.receiver.report_scenario import NOW, SINCE, UNTIL, A, B, seed
+from tests.settling import SettlingClient
 
 URL = "/v1/reports/delivery"
 RANGE = {"since": SINCE, "until": UNTIL}

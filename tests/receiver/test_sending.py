@@ -11,8 +11,6 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 from starlette.testclient import TestClient
 
-from tests.settling import SettlingClient
-
 from receiver.app import create_app
 from receiver.settings import Settings
 from sender import sweeps
@@ -35,6 +33,7 @@ from tests.receiver.sending_support import (
     sim_settings,
     simulator,
 )
+from tests.settling import SettlingClient
 
 
 @pytest.fixture

@@ -22,8 +22,6 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from starlette.testclient import TestClient
 
-from tests.settling import SettlingClient
-
 from receiver.app import create_app, itnio_client, yzj_client
 from receiver.settings import Settings
 from sender import outcomes, sweeps
@@ -48,6 +46,7 @@ from tests.receiver.sending_support import (
     sim_settings,
     simulator,
 )
+from tests.settling import SettlingClient
 
 WA_CUSTOM = "/wa/custom/sendMsg"
 TEMPLATE = {"name": "order_update", "language": "en",

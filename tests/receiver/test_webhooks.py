@@ -12,8 +12,6 @@ from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 from starlette.testclient import TestClient
 
-from tests.settling import SettlingClient
-
 from receiver import crypto
 from receiver.app import create_app
 from receiver.settings import Settings
@@ -28,6 +26,7 @@ from store.models import (
     Template,
 )
 from tests.conftest import DATA, TOKEN, FakeClock
+from tests.settling import SettlingClient
 
 WA = f"/webhooks/itnio/whatsapp/{TOKEN}"
 SMS = f"/webhooks/itnio/sms/{TOKEN}"

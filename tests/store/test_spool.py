@@ -4,7 +4,6 @@ whatever happens between the move and the spool's cleanup."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from receiver.applier import Drainer
 from receiver.ingest import Received, _row
 from receiver.parsers import parsers
 from receiver.settings import Settings
-from store import db, migrate
+from store import migrate
 from store.models import ChatMessage, EventKey, InboxBody
 from store.spool import Spool, open_for, path_for
 from tests.conftest import DATA, TOKEN
@@ -24,17 +23,11 @@ NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
+def db_url(tmp_path: Path) -> str:
+    """SQLite only (the spool is SQLite's); conftest's `engine` opens it."""
     url = f"sqlite:///{tmp_path / 'rw.db'}"
     migrate.upgrade(url)
     return url
-
-
-@pytest.fixture
-def engine(url: str) -> Iterator[Engine]:
-    engine = db.make_engine(url)
-    yield engine
-    engine.dispose()
 
 
 def _settings(url: str) -> Settings:
@@ -62,9 +55,9 @@ class CrashBeforeCleanup(Spool):
 
 
 def test_a_body_moved_again_after_a_crash_is_neither_stored_nor_applied_twice(
-        url: str, engine: Engine) -> None:
-    settings = _settings(url)
-    path = path_for(url)
+        db_url: str, engine: Engine) -> None:
+    settings = _settings(db_url)
+    path = path_for(db_url)
     assert path is not None
     CrashBeforeCleanup(path).append([_uplink(settings, n) for n in range(3)])
 
@@ -82,12 +75,12 @@ def test_a_body_moved_again_after_a_crash_is_neither_stored_nor_applied_twice(
 
 
 def test_spool_ids_start_above_every_stored_body_and_a_taken_id_is_not_lost(
-        url: str, engine: Engine) -> None:
-    settings = _settings(url)
+        db_url: str, engine: Engine) -> None:
+    settings = _settings(db_url)
     with Session(engine) as session, session.begin():
         session.add(InboxBody(id=7, vendor="itnio", route="whatsapp", received_at=NOW,
                               body=b"{}", state="stored"))
-    spool = open_for(url, above=7)
+    spool = open_for(db_url, above=7)
     assert spool is not None
     spool.append([_uplink(settings, 1)])
     assert [row.id for row in spool.oldest_after(0, 10)] == [8]
