@@ -28,10 +28,6 @@ def create(session: Session, *, name: str, accounts: list[str] | None,
     return row, key
 
 
-def find_active(session: Session, key: str) -> ApiKey | None:
-    return find_active_digest(session, digest(key))
-
-
 def find_active_digest(session: Session, key_hash: str) -> ApiKey | None:
     stmt = select(ApiKey).where(ApiKey.key_hash == key_hash, col(ApiKey.revoked_at).is_(None))
     return session.exec(stmt).first()

@@ -19,10 +19,6 @@ STATUS_COLUMNS = {
 ADD_CHAT_MESSAGE = insert(ChatMessage.__table__)  # type: ignore[attr-defined]
 
 
-def add_chat_message(session: Session, **fields: Any) -> None:
-    session.connection().execute(ADD_CHAT_MESSAGE, fields)  # Core: no ORM flush on the hot path
-
-
 _STATUS_EVENTS = StatusEvent.__table__  # type: ignore[attr-defined]
 ADD_STATUS_EVENT = insert(_STATUS_EVENTS).returning(_STATUS_EVENTS.c.id)
 _OUTBOUND = OutboundMessage.__table__  # type: ignore[attr-defined]

@@ -23,8 +23,3 @@ def record(session: Session, *, customer: str, opted_out: bool, source: str,
         where=table.c.changed_at <= stmt.excluded.changed_at,
     )
     session.exec(stmt)  # type: ignore[call-overload]
-
-
-def is_opted_out(session: Session, customer: str) -> bool:
-    row = session.get(OptOut, customer)
-    return bool(row and row.opted_out)

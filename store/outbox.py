@@ -12,8 +12,6 @@ from sqlmodel import Session, col, or_, select
 from store.db import UTCDateTime
 from store.models import Conversation, OptOut, OutboundMessage, StatusEvent
 
-FINAL = ("delivered", "read", "failed", "rejected", "expired")
-
 # -- the send path's statements: Core, built once (SQLAlchemy caches their compiled form) ----
 
 _MESSAGES = OutboundMessage.__table__  # type: ignore[attr-defined]
@@ -129,12 +127,6 @@ def get(session: Session, message_id: str, *, for_update: bool = False) -> Outbo
     stmt = select(OutboundMessage).where(OutboundMessage.id == message_id)
     if for_update:
         stmt = stmt.with_for_update()
-    return session.exec(stmt).first()
-
-
-def by_idempotency_key(session: Session, *, api_key_id: str, key: str) -> OutboundMessage | None:
-    stmt = select(OutboundMessage).where(OutboundMessage.api_key_id == api_key_id,
-                                         OutboundMessage.idempotency_key == key)
     return session.exec(stmt).first()
 
 
