@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from sqlmodel import Session
 
@@ -21,7 +20,7 @@ from sender import outcomes, policy
 from sender.outcomes import SendConfig
 from sender.window import inbound_time
 from store import batch as batch_module
-from store import conversations, db, inbox, messages, optouts, outbox, templates
+from store import db, inbox, messages, optouts, outbox, templates
 from store.models import InboxBody, OutboundMessage
 
 logger = logging.getLogger(__name__)
@@ -170,56 +169,41 @@ def _apply_chat(session: Session, event: ChatSeen, *, inbox_body_id: int | None,
                 batch: Batch | None) -> None:
     # A timestamp in the future is clamped to when we received the message.
     at = inbound_time(event.sent_at, received_at=received_at)
-    conversation_id: int | tuple[str, str, str]
+    # In a batch, upserted with the batch's others: the conversation's id is known then.
+    conversation_id: int | tuple[str, str, str] = (event.channel, event.account, event.customer)
+    deferred = batch.deferred if batch is not None else batch_module.Deferred()
     if event.direction == "in":
-        if batch is not None:  # upserted with the batch's others; the id known then
-            batch.deferred.inbound.append({
-                "channel": event.channel, "account": event.account,
-                "customer": event.customer, "customer_name": event.customer_name, "at": at,
-                "message_id": event.vendor_message_id, "now": now})
-            conversation_id = (event.channel, event.account, event.customer)
-        else:
-            conversation_id = conversations.record_inbound(
-                session, channel=event.channel, account=event.account,
-                customer=event.customer, message_at=at, message_id=event.vendor_message_id,
-                customer_name=event.customer_name, now=now,
-            )
+        deferred.inbound.append({
+            "channel": event.channel, "account": event.account, "customer": event.customer,
+            "customer_name": event.customer_name, "at": at,
+            "message_id": event.vendor_message_id, "now": now})
         if event.channel in ("whatsapp", "sms"):
-            _record_opt_choice(session, event, at=at, batch=batch)
-        _write(session, batch, "bot_events", bot_events.inbound_row(
+            _record_opt_choice(deferred, event, at=at)
+        deferred.bot_events.append(bot_events.inbound_row(
             channel=event.channel, account=event.account, customer=event.customer,
             message_id=event.vendor_message_id, msg_type=event.msg_type, text=event.text,
             content=event.content, sent_at=at, customer_name=event.customer_name, now=now,
             push=push))
     else:
-        conversation_id = conversations.record_outbound(
-            session, channel=event.channel, account=event.account, customer=event.customer,
-            message_at=at, now=now,
-        )
-    _write(session, batch, "chat_messages", {
+        deferred.outbound.append({
+            "channel": event.channel, "account": event.account, "customer": event.customer,
+            "at": at, "now": now})
+    deferred.chat_messages.append({
         "conversation_id": conversation_id, "channel": event.channel,
         "direction": event.direction, "vendor_message_id": event.vendor_message_id,
         "msg_type": event.msg_type, "text": event.text, "content": event.content,
         "sent_at": at, "received_at": received_at, "inbox_body_id": inbox_body_id,
     })
-
-
-def _write(session: Session, batch: Batch | None, kind: str, row: dict[str, Any]) -> None:
-    """Insert `row` now, or (in a batch) with the batch's others of its `kind`."""
-    deferred = batch.deferred if batch is not None else batch_module.Deferred()
-    getattr(deferred, kind).append(row)
     if batch is None:
         deferred.flush(session)
 
 
-def _record_opt_choice(session: Session, event: ChatSeen, *, at: datetime,
-                       batch: Batch | None) -> None:
+def _record_opt_choice(deferred: batch_module.Deferred, event: ChatSeen, *,
+                       at: datetime) -> None:
     if policy.is_stop_word(event.text) or policy.is_start_word(event.text):
-        if batch is not None:
-            batch.deferred.flush(session)
-        optouts.record(session, customer=event.customer,
-                       opted_out=policy.is_stop_word(event.text),
-                       source=f"{event.channel}:{(event.text or '').strip()[:40]}", at=at)
+        deferred.opt_choices.append(optouts.choice(
+            customer=event.customer, opted_out=policy.is_stop_word(event.text),
+            source=f"{event.channel}:{(event.text or '').strip()[:40]}", at=at))
 
 
 def _apply_status(session: Session, event: StatusReported, *, inbox_body_id: int | None,

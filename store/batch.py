@@ -19,7 +19,7 @@ from sqlalchemy import bindparam, or_, select
 from sqlalchemy import insert as sa_insert
 from sqlmodel import Session
 
-from store import conversations, events, messages
+from store import conversations, events, messages, optouts
 from store._dialect import insert
 from store.models import EventKey, OutboundMessage, StatusEvent
 
@@ -82,18 +82,21 @@ class Deferred:
     or read (`flush`), so every row still goes in in the order the events came."""
 
     inbound: list[dict[str, Any]] = field(default_factory=list)  # conversations' upserts
+    outbound: list[dict[str, Any]] = field(default_factory=list)
     # A chat message's conversation_id may be its (channel, account, customer), until the
     # upserts above are written and the ids known.
     chat_messages: list[dict[str, Any]] = field(default_factory=list)
     status_events: list[dict[str, Any]] = field(default_factory=list)
     bot_events: list[dict[str, Any]] = field(default_factory=list)
+    opt_choices: list[dict[str, Any]] = field(default_factory=list)  # STOP / START
     conversation_ids: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
     def flush(self, session: Session) -> None:
         connection = session.connection()
-        if self.inbound:
-            self.conversation_ids.update(conversations.record_inbounds(session, self.inbound))
-            self.inbound = []
+        if self.inbound or self.outbound:
+            self.conversation_ids.update(
+                conversations.record_inbounds(session, self.inbound, self.outbound))
+            self.inbound, self.outbound = [], []
         for row in self.chat_messages:
             if isinstance(row["conversation_id"], tuple):
                 row["conversation_id"] = self.conversation_ids[row["conversation_id"]]
@@ -106,3 +109,6 @@ class Deferred:
         if self.bot_events:
             events.add_many(session, self.bot_events)
             self.bot_events = []
+        if self.opt_choices:
+            optouts.record_many(session, self.opt_choices)
+            self.opt_choices = []

@@ -6,11 +6,10 @@ import weakref
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, bindparam, case, text, tuple_
+from sqlalchemy import Engine, bindparam, text, tuple_
 from sqlalchemy.engine import Dialect
 from sqlmodel import Session, col, select
 
-from store._dialect import insert
 from store.db import UTCDateTime
 from store.models import Conversation
 
@@ -58,12 +57,19 @@ IDS_OF = select(_TABLE.c.id, _TABLE.c.channel, _TABLE.c.account, _TABLE.c.custom
 Key = tuple[str, str, str]
 
 
-def record_inbounds(session: Session, rows: list[dict[str, Any]]) -> dict[Key, int]:
+def record_inbounds(session: Session, rows: list[dict[str, Any]],
+                    outbound: list[dict[str, Any]] | None = None) -> dict[Key, int]:
     """`record_inbound` for many messages (rows of its keyword arguments, `message_at` as
-    `at`), in order; the id of each (channel, account, customer)."""
+    `at`), in order, and `record_outbound` for the `outbound` rows (the same keys); the id of
+    each (channel, account, customer). The two kinds touch different columns and each only
+    moves forward, so doing one kind before the other changes nothing."""
     connection = session.connection()
-    connection.execute(RECORD_INBOUNDS, rows)
-    keys = list(dict.fromkeys((r["channel"], r["account"], r["customer"]) for r in rows))
+    if rows:
+        connection.execute(RECORD_INBOUNDS, rows)
+    if outbound:
+        connection.execute(RECORD_OUTBOUNDS, outbound)
+    keys = list(dict.fromkeys((r["channel"], r["account"], r["customer"])
+                              for r in [*rows, *(outbound or [])]))
     ids: dict[Key, int] = {}
     for start in range(0, len(keys), 300):  # 3 parameters a key: within SQLite's limit
         for id_, *key in connection.execute(IDS_OF, {"keys": keys[start:start + 300]}):
@@ -71,24 +77,29 @@ def record_inbounds(session: Session, rows: list[dict[str, Any]]) -> dict[Key, i
     return ids
 
 
+# A reply noted in its conversation (it answers the inbound messages before it); plain SQL,
+# compiled once, like RECORD_INBOUND.
+_RECORD_OUTBOUND_SQL = """
+INSERT INTO conversations (channel, account, customer, last_outbound_at, created_at, updated_at)
+VALUES (:channel, :account, :customer, :at, :now, :now)
+ON CONFLICT (channel, account, customer) DO UPDATE SET
+  last_outbound_at = CASE
+    WHEN conversations.last_outbound_at IS NULL
+      OR excluded.last_outbound_at > conversations.last_outbound_at
+    THEN excluded.last_outbound_at ELSE conversations.last_outbound_at END,
+  updated_at = excluded.updated_at
+"""
+RECORD_OUTBOUND = text(_RECORD_OUTBOUND_SQL + "RETURNING id\n").bindparams(*_TIMES)
+RECORD_OUTBOUNDS = text(_RECORD_OUTBOUND_SQL).bindparams(*_TIMES)
+
+
 def record_outbound(session: Session, *, channel: str, account: str, customer: str,
                     message_at: datetime, now: datetime) -> int:
     """Note a reply in the conversation (it answers the inbound messages before it)."""
-    table = Conversation.__table__  # type: ignore[attr-defined]
-    stmt = insert(session, table).values(
-        channel=channel, account=account, customer=customer, last_outbound_at=message_at,
-        created_at=now, updated_at=now,
-    )
-    newer = (table.c.last_outbound_at.is_(None)) | (stmt.excluded.last_outbound_at > table.c.last_outbound_at)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["channel", "account", "customer"],
-        set_={
-            "last_outbound_at": case((newer, stmt.excluded.last_outbound_at),
-                                     else_=table.c.last_outbound_at),
-            "updated_at": stmt.excluded.updated_at,
-        },
-    ).returning(table.c.id)
-    return int(session.exec(stmt).scalar_one())  # type: ignore[call-overload]
+    found = session.connection().execute(RECORD_OUTBOUND, {
+        "channel": channel, "account": account, "customer": customer, "at": message_at,
+        "now": now})
+    return int(found.scalar_one())
 
 
 def get(session: Session, *, channel: str, account: str, customer: str) -> Conversation | None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, exists, insert, text, update
+from sqlalchemy import bindparam, case, exists, insert, update
 from sqlalchemy.engine import Row
 from sqlmodel import Session, col, or_, select
 
-from store.db import UTCDateTime
+from store import conversations
 from store.models import Conversation, OptOut, OutboundMessage, StatusEvent
 
 # -- the send path's statements: Core, built once (SQLAlchemy caches their compiled form) ----
@@ -52,20 +52,6 @@ _FOR_ANSWER = select(
             _EVENTS.c.client_ref == _MESSAGES.c.client_ref),
     ).label("has_orphans"),
 ).where(_MESSAGES.c.id == bindparam("id")).with_for_update(of=_MESSAGES)
-
-# conversations.record_outbound as plain SQL both databases speak, compiled once (that one is
-# built anew for each call and cannot be cached): the reply is noted in the conversation.
-_RECORD_REPLY = text("""
-INSERT INTO conversations (channel, account, customer, last_outbound_at, created_at, updated_at)
-VALUES (:channel, :account, :customer, :at, :now, :now)
-ON CONFLICT (channel, account, customer) DO UPDATE SET
-  last_outbound_at = CASE
-    WHEN conversations.last_outbound_at IS NULL
-      OR excluded.last_outbound_at > conversations.last_outbound_at
-    THEN excluded.last_outbound_at ELSE conversations.last_outbound_at END,
-  updated_at = excluded.updated_at
-""").bindparams(bindparam("at", type_=UTCDateTime()), bindparam("now", type_=UTCDateTime()))
-
 
 def _flush_pending(session: Session) -> None:
     """Core statements skip autoflush: ORM changes made earlier in the transaction go first."""
@@ -119,7 +105,7 @@ def route_facts(session: Session, *, channel: str, account: str,
 def record_reply(session: Session, *, channel: str, account: str, customer: str,
                  at: datetime, now: datetime) -> None:
     """Note a reply sent at `at` in its conversation (as conversations.record_outbound)."""
-    session.connection().execute(_RECORD_REPLY, {
+    session.connection().execute(conversations.RECORD_OUTBOUNDS, {
         "channel": channel, "account": account, "customer": customer, "at": at, "now": now})
 
 
