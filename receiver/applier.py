@@ -129,8 +129,8 @@ def apply_spooled(engine: Engine, spool: Spool, *, settings: Settings,
     def work(careful: bool) -> int:
         with Session(db.writer(engine)) as session, session.begin():
             stored = inbox.move_in(session, [row.as_inbox_row() for row in spooled])
-            todo = [(replace(row, id=stored[row.id]), parsed[row.id]) for row in spooled
-                    if row.id in stored and row.id in parsed]
+            todo = [(row if stored[row.id] == row.id else replace(row, id=stored[row.id]),
+                     parsed[row.id]) for row in spooled if row.id in stored and row.id in parsed]
             updates = _apply_parsed(session, todo, settings=settings, now=clock(),
                                     careful=careful)
             if updates:

@@ -16,18 +16,23 @@ from itertools import zip_longest
 from typing import Any
 
 from sqlalchemy import bindparam, or_, select
-from sqlalchemy import insert as sa_insert
 from sqlmodel import Session
 
-from store import conversations, events, messages, optouts
-from store._dialect import insert
-from store.models import EventKey, OutboundMessage, StatusEvent
+from store import bulk, conversations, events, optouts
+from store.models import ChatMessage, EventKey, OutboundMessage, StatusEvent
 
 # Keeps each IN (...) list well inside SQLite's limit on bound parameters.
 CHUNK = 500
 _KEYS = EventKey.__table__  # type: ignore[attr-defined]
 _OUTBOUND = OutboundMessage.__table__  # type: ignore[attr-defined]
-ADD_STATUS_EVENTS = sa_insert(StatusEvent.__table__)  # type: ignore[attr-defined]
+_STATUS_EVENTS = StatusEvent.__table__  # type: ignore[attr-defined]
+ADD_STATUS_EVENTS = bulk.insert_many(_STATUS_EVENTS, [
+    c.name for c in _STATUS_EVENTS.columns if c.name != "id"])
+_CHAT_MESSAGES = ChatMessage.__table__  # type: ignore[attr-defined]
+ADD_CHAT_MESSAGES = bulk.insert_many(_CHAT_MESSAGES, [
+    c.name for c in _CHAT_MESSAGES.columns if c.name != "id"])
+CLAIM_KEYS = bulk.Rows(_KEYS, ("key", "inbox_body_id", "applied_at"),
+                       tail='ON CONFLICT ("key") DO NOTHING RETURNING "key"')
 ANY_UNKNOWN = (select(_OUTBOUND.c.id)
                .where(_OUTBOUND.c.status == "unknown", _OUTBOUND.c.channel == "whatsapp",
                       _OUTBOUND.c.vendor_message_id.is_(None))
@@ -49,16 +54,9 @@ def claim_keys(session: Session, claims: list[tuple[str, int | None]], *,
     ON CONFLICT DO NOTHING with RETURNING says exactly which rows went in, even against
     another transaction claiming the same key at the same moment (PostgreSQL makes the
     second wait for the first). Within the list, the first claim of a key is the one kept."""
-    new: set[str] = set()
-    if not claims:
-        return new
-    stmt = insert(session, _KEYS).on_conflict_do_nothing(index_elements=["key"]) \
-        .returning(_KEYS.c.key)
-    for chunk in _chunks(claims):
-        rows = [{"key": key, "inbox_body_id": body_id, "applied_at": now}
-                for key, body_id in chunk]
-        new.update(session.connection().execute(stmt, rows).scalars())
-    return new
+    rows = [{"key": key, "inbox_body_id": body_id, "applied_at": now}
+            for key, body_id in claims]
+    return {key for (key,) in CLAIM_KEYS.run(session.connection(), rows)}
 
 
 def known_refs(session: Session, *, vendor_ids: list[str], client_refs: list[str]) -> set[str]:
@@ -101,10 +99,10 @@ class Deferred:
             if isinstance(row["conversation_id"], tuple):
                 row["conversation_id"] = self.conversation_ids[row["conversation_id"]]
         if self.chat_messages:
-            connection.execute(messages.ADD_CHAT_MESSAGE, self.chat_messages)
+            ADD_CHAT_MESSAGES.run(connection, self.chat_messages)
             self.chat_messages = []
         if self.status_events:
-            connection.execute(ADD_STATUS_EVENTS, self.status_events)
+            ADD_STATUS_EVENTS.run(connection, self.status_events)
             self.status_events = []
         if self.bot_events:
             events.add_many(session, self.bot_events)

@@ -10,6 +10,7 @@ from sqlalchemy import Engine, bindparam, text, tuple_
 from sqlalchemy.engine import Dialect
 from sqlmodel import Session, col, select
 
+from store import bulk
 from store.db import UTCDateTime
 from store.models import Conversation
 
@@ -34,7 +35,8 @@ ON CONFLICT (channel, account, customer) DO UPDATE SET
 _TIMES = (bindparam("at", type_=UTCDateTime()), bindparam("now", type_=UTCDateTime()))
 RECORD_INBOUND = text(_RECORD_INBOUND_SQL + "RETURNING id\n").bindparams(*_TIMES)
 # The same for many messages at once (an executemany: no RETURNING; see `ids_of`).
-RECORD_INBOUNDS = text(_RECORD_INBOUND_SQL).bindparams(*_TIMES)
+_TIME_TYPES = {"at": UTCDateTime(), "now": UTCDateTime()}
+RECORD_INBOUNDS = bulk.from_named(_RECORD_INBOUND_SQL, _TIME_TYPES)
 
 
 def record_inbound(session: Session, *, channel: str, account: str, customer: str,
@@ -64,10 +66,8 @@ def record_inbounds(session: Session, rows: list[dict[str, Any]],
     each (channel, account, customer). The two kinds touch different columns and each only
     moves forward, so doing one kind before the other changes nothing."""
     connection = session.connection()
-    if rows:
-        connection.execute(RECORD_INBOUNDS, rows)
-    if outbound:
-        connection.execute(RECORD_OUTBOUNDS, outbound)
+    RECORD_INBOUNDS.run(connection, rows)
+    RECORD_OUTBOUNDS.run(connection, outbound or [])
     keys = list(dict.fromkeys((r["channel"], r["account"], r["customer"])
                               for r in [*rows, *(outbound or [])]))
     ids: dict[Key, int] = {}
@@ -90,7 +90,10 @@ ON CONFLICT (channel, account, customer) DO UPDATE SET
   updated_at = excluded.updated_at
 """
 RECORD_OUTBOUND = text(_RECORD_OUTBOUND_SQL + "RETURNING id\n").bindparams(*_TIMES)
-RECORD_OUTBOUNDS = text(_RECORD_OUTBOUND_SQL).bindparams(*_TIMES)
+RECORD_OUTBOUNDS = bulk.from_named(_RECORD_OUTBOUND_SQL, _TIME_TYPES)
+# The same, through SQLAlchemy: for writers handed a stand-in for a session
+# (sender/group_commit.py) that only offers .connection().execute.
+RECORD_REPLY = text(_RECORD_OUTBOUND_SQL).bindparams(*_TIMES)
 
 
 def record_outbound(session: Session, *, channel: str, account: str, customer: str,

@@ -17,6 +17,7 @@ from sqlalchemy import func, text, tuple_, update
 from sqlalchemy import insert as sa_insert
 from sqlmodel import Session, col, select
 
+from store import bulk
 from store.models import Event
 
 CURRENT_TXID = text("pg_current_xact_id()::text::bigint")
@@ -39,10 +40,21 @@ def row(*, kind: str, account: str, conversation_key: str, data: dict[str, Any],
             "push_attempts": 0, "next_push_at": now if push else None}
 
 
+_COLUMNS = ("kind", "account", "conversation_key", "data", "created_at", "push_state",
+            "push_attempts", "next_push_at")
+_ADD_MANY = bulk.Many(
+    {dialect: f"INSERT INTO events (txid, {', '.join(_COLUMNS)}) "
+              f"VALUES ({txid}, {', '.join('?' for _ in _COLUMNS)})"
+     for dialect, txid in (("postgresql", CURRENT_TXID.text), ("sqlite", "0"))},
+    _COLUMNS, {c: _EVENTS.c[c].type for c in _COLUMNS})
+
+
 def add_many(session: Session, rows: list[dict[str, Any]]) -> None:
     """Write events (`row`s) in one statement, in order."""
-    session.connection().execute(ADD_PG if _is_pg(session) else ADD_SQLITE,
-                                 rows if len(rows) > 1 else rows[0])
+    if len(rows) == 1:
+        session.connection().execute(ADD_PG if _is_pg(session) else ADD_SQLITE, rows[0])
+    else:
+        _ADD_MANY.run(session.connection(), rows)
 
 
 def after(session: Session, *, cursor: tuple[int, int], accounts: list[str] | None,

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, text, update
+from sqlalchemy import bindparam, text
 from sqlalchemy import insert as sa_insert
 from sqlmodel import Session, col, func, select
 
-from store._dialect import insert
+from store import bulk
 from store.db import UTCDateTime
 from store.models import InboxBody, QuarantinedBody
 
@@ -41,13 +41,10 @@ CLAIM = text(
     'VALUES (:key, :inbox_body_id, :applied_at) ON CONFLICT ("key") DO NOTHING RETURNING "key"'
 ).bindparams(bindparam("applied_at", type_=UTCDateTime()))
 _BODIES = InboxBody.__table__  # type: ignore[attr-defined]
-ADD_PENDING = sa_insert(_BODIES)
 _ADD_ONE = sa_insert(_BODIES).returning(_BODIES.c.id)
-SET_STATES = (
-    update(_BODIES).where(_BODIES.c.id == bindparam("b_id"))
-    .values(state=bindparam("b_state"), applied_at=bindparam("b_applied_at"),
-            detail=bindparam("b_detail"))
-)
+SET_STATES = bulk.from_named(
+    "UPDATE inbox_bodies SET state = :state, applied_at = :applied_at, detail = :detail "
+    "WHERE id = :id", {"applied_at": UTCDateTime()})
 
 
 def claim_key(session: Session, *, key: str, inbox_body_id: int | None, now: datetime) -> bool:
@@ -58,10 +55,17 @@ def claim_key(session: Session, *, key: str, inbox_body_id: int | None, now: dat
     return found.first() is not None
 
 
+_MOVED_COLUMNS = ("id", "vendor", "route", "received_at", "headers", "body", "state",
+                  "dedup_key", "event_count", "detail", "applied_at")
+# Spooled bodies keep their spool ids (move_in); new ones get theirs from the database.
+MOVE_IN = bulk.insert_many(_BODIES, _MOVED_COLUMNS)
+ADD_PENDING = bulk.insert_many(_BODIES, _MOVED_COLUMNS[1:-1])
+
+
 def add_pending(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Store many bodies in one statement (an executemany with no RETURNING: the cheapest
-    there is), for the applier."""
-    session.connection().execute(ADD_PENDING, rows)
+    """Store many bodies in one statement (an executemany with no RETURNING, through the
+    driver: the cheapest there is), for the applier."""
+    ADD_PENDING.run(session.connection(), rows)
 
 
 PENDING = text(
@@ -80,25 +84,27 @@ STILL_PENDING = text(
 ).bindparams(bindparam("ids", expanding=True))
 
 
+TAKEN = text("SELECT id, body FROM inbox_bodies WHERE id BETWEEN :low AND :high")
+
+
 def move_in(session: Session, rows: list[dict[str, Any]]) -> dict[int, int]:
-    """Store spooled bodies (store/spool.py) under their spool ids; {spool id: stored id} of
-    those stored now. An id taken by the same body means it was moved before (a crash
-    between commit and spool cleanup): left out. One taken by another body (stored by some
-    other way) cannot be a move: that body is stored under a new id."""
+    """Store spooled bodies (store/spool.py) under their spool ids, in the applier's write
+    transaction; {spool id: stored id} of those stored now. An id taken by the same body
+    means it was moved before (a crash between commit and spool cleanup): left out. One taken
+    by another body (stored by some other way) cannot be a move: that body is stored under a
+    new id."""
+    if not rows:
+        return {}
     connection = session.connection()
-    stmt = insert(session, _BODIES).on_conflict_do_nothing(index_elements=["id"]) \
-        .returning(_BODIES.c.id)
-    stored = {id_: id_ for id_ in connection.execute(stmt, rows).scalars()}
-    taken = [row for row in rows if row["id"] not in stored]
-    if taken:
-        bodies = dict(connection.execute(
-            select(_BODIES.c.id, _BODIES.c.body).where(_BODIES.c.id.in_([r["id"] for r in taken]))
-        ).all())
-        for row in taken:
-            if bodies.get(row["id"]) != row["body"]:
-                fresh = {k: v for k, v in row.items() if k != "id"}
-                stored[row["id"]] = connection.execute(
-                    _ADD_ONE, fresh).scalar_one()
+    ids = [row["id"] for row in rows]
+    taken = dict(connection.execute(TAKEN, {"low": min(ids), "high": max(ids)}).all())
+    fresh = [row for row in rows if row["id"] not in taken]
+    MOVE_IN.run(connection, fresh)
+    stored = {row["id"]: row["id"] for row in fresh}
+    for row in rows:
+        if row["id"] in taken and taken[row["id"]] != row["body"]:
+            stored[row["id"]] = connection.execute(
+                _ADD_ONE, {k: v for k, v in row.items() if k != "id"}).scalar_one()
     return stored
 
 
@@ -120,9 +126,8 @@ def count_pending(session: Session) -> int:
 def set_states(session: Session,
                states: list[tuple[int, str, datetime | None, str | None]]) -> None:
     """(id, state, applied_at, detail) for many bodies, in one statement."""
-    session.connection().execute(SET_STATES, [
-        {"b_id": i, "b_state": st, "b_applied_at": at, "b_detail": d}
-        for i, st, at, d in states])
+    SET_STATES.run(session.connection(), [
+        {"id": i, "state": st, "applied_at": at, "detail": d} for i, st, at, d in states])
 
 
 def bodies_page(session: Session, *, after_id: int, states: list[str] | None,

@@ -105,7 +105,7 @@ def route_facts(session: Session, *, channel: str, account: str,
 def record_reply(session: Session, *, channel: str, account: str, customer: str,
                  at: datetime, now: datetime) -> None:
     """Note a reply sent at `at` in its conversation (as conversations.record_outbound)."""
-    session.connection().execute(conversations.RECORD_OUTBOUNDS, {
+    session.connection().execute(conversations.RECORD_REPLY, {
         "channel": channel, "account": account, "customer": customer, "at": at, "now": now})
 
 

@@ -1,0 +1,156 @@
+"""Many rows in one statement, handed to the database driver as they are.
+
+SQLAlchemy processes every parameter of every row on its way to the driver; for the applier's
+batches (a dozen parameters a row, hundreds of rows) that cost more than SQLite took to write
+them. Here each column is converted by the converter SQLAlchemy itself would use (its type's
+bind processor for the dialect, looked up once), so what is stored is exactly what an ORM or
+Core insert stores; only the per-row machinery around it is skipped.
+
+SQL is written with `?` placeholders; on PostgreSQL (psycopg) they become `%s`. Statements run
+on the connection of the caller's transaction, so they commit or roll back with it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from operator import itemgetter
+from typing import Any
+
+from sqlalchemy import Connection, Table
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.types import TypeEngine
+
+Converter = Callable[[Any], Any]
+# Rows per multi-row VALUES statement: within SQLite's and psycopg's limits on parameters.
+CHUNK = 500
+
+
+def _sql_for(sql: str, dialect: Dialect) -> str:
+    return sql if dialect.paramstyle == "qmark" else sql.replace("?", "%s")
+
+
+@contextmanager
+def _cursor(connection: Connection, sql: str) -> Iterator[Any]:
+    """A driver cursor on the transaction's connection. The driver's errors are raised as
+    SQLAlchemy raises them (IntegrityError, OperationalError, ... with no parameters shown),
+    so callers tell a deadlock or a refused value apart as they do for any statement."""
+    dialect = connection.dialect
+    cursor = connection.connection.cursor()
+    try:
+        yield cursor
+    except dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error,
+                                  hide_parameters=True, dialect=dialect) from exc
+    finally:
+        cursor.close()
+
+
+class Many:
+    """One statement run for many rows: `sql` (or one per dialect name) whose placeholders
+    take `columns` of each row (a mapping), converted as `types` say."""
+
+    def __init__(self, sql: str | Mapping[str, str], columns: Sequence[str],
+                 types: Mapping[str, TypeEngine[Any]]) -> None:
+        self._sql = sql
+        self._columns = tuple(columns)
+        self._get = itemgetter(*self._columns)
+        self._types = types
+        self._plans: dict[str, tuple[str, list[tuple[int, Converter]]]] = {}
+
+    def _plan(self, dialect: Dialect) -> tuple[str, list[tuple[int, Converter]]]:
+        plan = self._plans.get(dialect.name)
+        if plan is None:
+            sql = self._sql if isinstance(self._sql, str) else self._sql[dialect.name]
+            converters = []
+            for index, column in enumerate(self._columns):
+                type_ = self._types.get(column)
+                convert = (type_.dialect_impl(dialect).bind_processor(dialect)
+                           if type_ is not None else None)
+                if convert is not None:
+                    converters.append((index, convert))
+            plan = self._plans[dialect.name] = (_sql_for(sql, dialect), converters)
+        return plan
+
+    def values(self, dialect: Dialect, rows: Iterable[Mapping[str, Any]]) -> list[Any]:
+        """Each row as the driver takes it."""
+        _, converters = self._plan(dialect)
+        single = len(self._columns) == 1
+        # A batch's rows share a few times (its `now`, a body's received_at): each is
+        # converted once.
+        times: dict[datetime, Any] = {}
+        out = []
+        for row in rows:
+            value = self._get(row)
+            if converters:
+                value = list((value,) if single else value)
+                for index, convert in converters:
+                    given = value[index]
+                    if given is None:
+                        continue
+                    if type(given) is datetime:
+                        done = times.get(given)
+                        if done is None:
+                            done = times[given] = convert(given)
+                        value[index] = done
+                    else:
+                        value[index] = convert(given)
+            elif single:
+                value = (value,)
+            out.append(value)
+        return out
+
+    def run(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """The statement once per row, in order (the driver's executemany)."""
+        if not rows:
+            return
+        dialect = connection.dialect
+        sql, _ = self._plan(dialect)
+        with _cursor(connection, sql) as cursor:
+            cursor.executemany(sql, self.values(dialect, rows))
+
+
+def _names(columns: Sequence[str]) -> str:
+    return ", ".join(f'"{c}"' for c in columns)
+
+
+def insert_many(table: Table, columns: Sequence[str]) -> Many:
+    """A plain insert of `columns` into `table`, one row at a time (executemany)."""
+    marks = ", ".join("?" for _ in columns)
+    return Many(f"INSERT INTO {table.name} ({_names(columns)}) VALUES ({marks})", columns,
+                {c: table.c[c].type for c in columns})
+
+
+_NAMED = re.compile(r"(?<![:\w]):(\w+)")
+
+
+def from_named(sql: str, types: Mapping[str, TypeEngine[Any]]) -> Many:
+    """`Many` for SQL written with :name parameters (as for sqlalchemy.text)."""
+    return Many(_NAMED.sub("?", sql), _NAMED.findall(sql), types)
+
+
+class Rows:
+    """An insert of many rows as one multi-row VALUES statement, so that its `tail`
+    (ON CONFLICT ... RETURNING ...) answers for all of them."""
+
+    def __init__(self, table: Table, columns: Sequence[str], *, tail: str = "") -> None:
+        self._head = f"INSERT INTO {table.name} ({_names(columns)}) VALUES "
+        self._row = "(" + ", ".join("?" for _ in columns) + ")"
+        self._tail = tail
+        self._many = Many("", columns, {c: table.c[c].type for c in columns})
+
+    def run(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """What the tail's RETURNING gives, for every chunk of rows."""
+        found: list[Any] = []
+        dialect = connection.dialect
+        with _cursor(connection, self._head) as cursor:
+            for start in range(0, len(rows), CHUNK):
+                chunk = self._many.values(dialect, rows[start:start + CHUNK])
+                sql = self._head + ", ".join([self._row] * len(chunk)) + " " + self._tail
+                cursor.execute(_sql_for(sql, dialect),
+                               [value for row in chunk for value in row])
+                found.extend(cursor.fetchall())
+        return found

@@ -1,0 +1,128 @@
+"""store/bulk.py hands rows to the driver without SQLAlchemy's per-row processing: what it
+stores must be exactly what SQLAlchemy stores for the same values (times in SQLite's text
+form, JSON, bytes, NULLs), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, insert
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from store import batch, conversations, events, inbox
+from store.models import ChatMessage, StatusEvent
+
+NOW = datetime(2026, 11, 24, 10, 0, 0, 123456, tzinfo=UTC)
+WHOLE_SECOND = datetime(2026, 11, 24, 18, 0, 5, tzinfo=timezone(timedelta(hours=8)))
+
+
+def _stored(engine: Engine, table: str, order: str = "id") -> list[tuple[Any, ...]]:
+    """The rows as the database holds them (no result processing), without their ids."""
+    with engine.connect() as conn:
+        result = conn.exec_driver_sql(f"SELECT * FROM {table} ORDER BY {order}")
+        columns = list(result.keys())
+        return [tuple(v for c, v in zip(columns, row, strict=True) if c != "id")
+                for row in result.all()]
+
+
+def _conversation(session: Session) -> int:
+    return conversations.record_inbound(session, channel="whatsapp", account="91856321412",
+                                        customer="91856321432", message_at=NOW,
+                                        message_id="m0", customer_name=None, now=NOW)
+
+
+def test_chat_messages_and_status_events_stored_as_sqlalchemy_stores_them(
+        engine: Engine) -> None:
+    with Session(engine) as session, session.begin():
+        conversation_id = _conversation(session)
+    chat = {"conversation_id": conversation_id, "channel": "whatsapp", "direction": "in",
+            "vendor_message_id": "wamid.1", "msg_type": "text", "text": "你好 STOP",
+            "content": {"items": [{"type": "text", "text": "你好"}]}, "sent_at": WHOLE_SECOND,
+            "received_at": NOW, "inbox_body_id": None}
+    status = {"channel": "sms", "vendor_message_id": "2108021059531000096", "client_ref": None,
+              "message_id": None, "status": "delivered", "occurred_at": WHOLE_SECOND,
+              "received_at": NOW, "failure_code": None, "failure_reason": None,
+              "detail": {"billable": True, "cost": None}, "inbox_body_id": None}
+    for table, bulk_insert, model, row in (
+            ("chat_messages", batch.ADD_CHAT_MESSAGES, ChatMessage, chat),
+            ("status_events", batch.ADD_STATUS_EVENTS, StatusEvent, status)):
+        with Session(engine) as session, session.begin():
+            session.connection().execute(insert(model.__table__), [row])  # type: ignore[attr-defined]
+            bulk_insert.run(session.connection(), [row])
+        by_sqlalchemy, by_bulk = _stored(engine, table)
+        assert by_bulk == by_sqlalchemy
+
+
+def test_events_inbox_moves_and_states_stored_as_sqlalchemy_stores_them(
+        engine: Engine) -> None:
+    event = events.row(kind="message.inbound", account="91856321412",
+                       conversation_key="whatsapp:91856321412:91856321432",
+                       data={"text": "hi", "sent_at": "2026-11-24T10:00:00Z"}, now=NOW,
+                       push=True)
+    with Session(engine) as session, session.begin():
+        events.add_many(session, [event])  # one row: through SQLAlchemy
+        events.add_many(session, [event, event])  # many: through the driver
+    first, *by_bulk = _stored(engine, "events")
+    assert by_bulk == [first, first]
+
+    body = {"vendor": "itnio", "route": "whatsapp", "received_at": WHOLE_SECOND,
+            "headers": {"content-type": "application/json"}, "body": b'{"a":1}\x00\xff',
+            "state": "pending", "dedup_key": "k", "event_count": 1, "detail": None,
+            "applied_at": None}
+    with Session(engine) as session, session.begin():
+        session.connection().execute(insert(inbox._BODIES), [{**body, "id": 1}])
+        assert inbox.move_in(session, [{**body, "id": 2}]) == {2: 2}
+    by_sqlalchemy, by_bulk = _stored(engine, "inbox_bodies")
+    assert by_bulk == by_sqlalchemy
+
+    with Session(engine) as session, session.begin():
+        inbox.set_states(session, [(1, "applied", NOW, None), (2, "applied", NOW, None)])
+    applied = [row[-1] for row in _stored(engine, "inbox_bodies")]  # applied_at
+    assert applied == [_stored_time(engine, NOW)] * 2
+
+
+def _stored_time(engine: Engine, value: datetime) -> Any:
+    """`value` as SQLAlchemy stores it in a UTCDateTime column."""
+    with Session(engine) as session, session.begin():
+        session.connection().execute(insert(inbox._BODIES), [{
+            "id": 99, "vendor": "itnio", "route": "sms", "received_at": value, "headers": {},
+            "body": b"", "state": "stored", "event_count": 0}])
+    with engine.connect() as conn:
+        return conn.exec_driver_sql(
+            "SELECT received_at FROM inbox_bodies WHERE id = 99").scalar_one()
+
+
+def test_many_conversation_upserts_match_one_at_a_time(engine: Engine) -> None:
+    rows = [{"channel": "whatsapp", "account": "91856321412", "customer": f"9185632143{n}",
+             "customer_name": "Priya" if n else None, "at": WHOLE_SECOND + timedelta(hours=n),
+             "message_id": f"wamid.{n}", "now": NOW} for n in range(3)]
+    with Session(engine) as session, session.begin():
+        ids = conversations.record_inbounds(session, rows, [
+            {"channel": "whatsapp", "account": "91856321412", "customer": "91856321430",
+             "at": NOW, "now": NOW}])
+    assert len(ids) == 3
+    many = _stored(engine, "conversations")
+    with Session(engine) as session, session.begin():
+        session.connection().exec_driver_sql("DELETE FROM conversations")
+        for row in rows:
+            conversations.record_inbound(session, channel=row["channel"],
+                                         account=row["account"], customer=row["customer"],
+                                         message_at=row["at"], message_id=row["message_id"],
+                                         customer_name=row["customer_name"], now=NOW)
+        conversations.record_outbound(session, channel="whatsapp", account="91856321412",
+                                      customer="91856321430", message_at=NOW, now=NOW)
+    assert _stored(engine, "conversations") == many
+
+
+def test_driver_errors_are_raised_as_sqlalchemy_raises_them(engine: Engine) -> None:
+    """Callers tell a refused row from a deadlock by SQLAlchemy's exception classes
+    (store.db.is_transient); the driver's own would slip past them. No values are shown."""
+    body = {"id": 7, "vendor": "itnio", "route": "sms", "received_at": NOW, "headers": {},
+            "body": b"", "state": "pending", "dedup_key": "91856321432", "event_count": 0,
+            "detail": None, "applied_at": None}
+    with pytest.raises(IntegrityError) as raised, Session(engine) as session, session.begin():
+        inbox.MOVE_IN.run(session.connection(), [body, body])
+    assert "91856321432" not in str(raised.value)
