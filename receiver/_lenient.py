@@ -42,15 +42,19 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")  # json accepts NaN/Infinity; databases do not
 
 
+# One decoder for every body: json.loads with an option builds a new one per call.
+_DECODE = json.JSONDecoder(parse_constant=_no_constants).decode
+
+
 def _loads(text: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_no_constants)
+        return _DECODE(text)
     except ValueError:
         repaired = _SINGLE_QUOTED_VALUE.sub(r'\1"\2"', text)
         if repaired == text:
             raise
         try:
-            return json.loads(repaired, parse_constant=_no_constants)
+            return _DECODE(repaired)
         except (ValueError, RecursionError):
             pass
         raise

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -54,6 +55,12 @@ def _ciphertext_text(body: bytes) -> bytes:
     return b"".join(text.split())
 
 
+@functools.lru_cache(maxsize=8)
+def _cipher(key: bytes) -> Cipher[modes.CBC]:
+    """The key's cipher (the IV is fixed: the key's first 16 bytes), made once per key."""
+    return Cipher(algorithms.AES(key), modes.CBC(key[:16]))
+
+
 def decrypt(body: bytes, key: bytes) -> bytes:
     """The plaintext of an encrypted callback body."""
     try:
@@ -63,7 +70,7 @@ def decrypt(body: bytes, key: bytes) -> bytes:
     if not ciphertext or len(ciphertext) % 16:
         raise BadPayload("The ciphertext is not a whole number of AES blocks.",
                          code="decryption_failed")
-    decryptor = Cipher(algorithms.AES(key), modes.CBC(key[:16])).decryptor()
+    decryptor = _cipher(key).decryptor()
     plain = decryptor.update(ciphertext) + decryptor.finalize()
     pad = plain[-1]
     if not 1 <= pad <= BLOCK or plain[-pad:] != bytes([pad]) * pad:
@@ -76,5 +83,5 @@ def encrypt(plaintext: bytes, key: bytes) -> bytes:
     """The inverse of decrypt, base64 text out: what the vendor (or our simulator) sends."""
     pad = BLOCK - len(plaintext) % BLOCK
     padded = plaintext + bytes([pad]) * pad
-    encryptor = Cipher(algorithms.AES(key), modes.CBC(key[:16])).encryptor()
+    encryptor = _cipher(key).encryptor()
     return base64.b64encode(encryptor.update(padded) + encryptor.finalize())
