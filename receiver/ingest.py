@@ -1,9 +1,11 @@
 """Group commit for webhook bodies.
 
-Every webhook request hands its parsed body to `Ingestor.submit` and waits. One writer thread
+Every webhook request hands its parsed body to `Ingestor.submit` and waits. A writer thread
 takes whatever has queued up, stores it all as `pending` in one insert, commits, and only then
 releases the waiting requests: each callback is durable before its 200, yet a burst of
-callbacks costs one commit, not one each. Its effects are applied afterwards, from the stored
+callbacks costs one commit, not one each. On PostgreSQL two writers take turns, so that one
+batch gathers while the other waits for its commit's round trip (SQLite's spool takes one
+writer at a time: there, one). Its effects are applied afterwards, from the stored
 rows, by the applier (receiver/applier.py): nothing but an insert and a commit stands between
 a vendor and its acknowledgement.
 
@@ -33,6 +35,7 @@ from store.spool import Spool
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 512
+WRITERS = {"sqlite": 1, "postgresql": 2}
 ATTEMPTS = 4
 WATCH_SECONDS = 0.05
 
@@ -112,7 +115,10 @@ class Ingestor:
         self._spool = spool
         self._on_commit = on_commit
         self._queue: asyncio.Queue[tuple[Received, asyncio.Future[str]] | None] = asyncio.Queue()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="replywindow-ingest")
+        writers = WRITERS.get(engine.dialect.name, 1)
+        self._executor = ThreadPoolExecutor(writers, thread_name_prefix="replywindow-ingest")
+        self._writers = asyncio.Semaphore(writers)
+        self._writing: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._deadlines: dict[float, deque[tuple[float, asyncio.Future[str]]]] = {}
@@ -167,6 +173,8 @@ class Ingestor:
             while not stopping:
                 batch: list[tuple[Received, asyncio.Future[str]]] = []
                 entry = await self._queue.get()
+                if entry is not None:
+                    await self._writers.acquire()  # meanwhile more queue up: one batch
                 while entry is not None:
                     batch.append(entry)
                     if len(batch) >= MAX_BATCH or self._queue.empty():
@@ -174,13 +182,21 @@ class Ingestor:
                     entry = self._queue.get_nowait()
                 stopping = entry is None
                 if batch:
-                    await self._write_batch(batch)
+                    writing = asyncio.create_task(self._write_batch(batch))
+                    self._writing.add(writing)
+                    writing.add_done_callback(self._written)
+            if self._writing:
+                await asyncio.wait(self._writing)
         finally:
             # Cancelled (the loop is going away): nobody may be left waiting for ever.
             while not self._queue.empty():
                 entry = self._queue.get_nowait()
                 if entry is not None and not entry[1].done():
                     entry[1].set_exception(Unavailable("The service is stopping; retry."))
+
+    def _written(self, task: asyncio.Task[None]) -> None:
+        self._writing.discard(task)
+        self._writers.release()
 
     async def _write_batch(self, batch: list[tuple[Received, asyncio.Future[str]]]) -> None:
         items = [item for item, _ in batch]
