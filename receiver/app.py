@@ -25,7 +25,7 @@ from receiver.applier_process import ApplierProcess
 from receiver.errors import exception_handlers
 from receiver.identity import announce, resolve_bot_secret, resolve_webhook_token
 from receiver.ingest import Ingestor
-from receiver.metrics import ErrorCountingTransport, Metrics
+from receiver.metrics import Metrics, VendorMetricsTransport
 from receiver.metrics import route as metrics_route
 from receiver.notifier import Notifier
 from receiver.openapi import route as openapi_route
@@ -33,6 +33,7 @@ from receiver.parsers import parsers
 from receiver.runtime import Clock, Runtime, utcnow
 from receiver.settings import Settings
 from sender import jobs
+from sender.http import VendorTransport
 from sender.itnio import ItnioClient
 from sender.push import BotPusher
 from sender.service import Sender
@@ -118,10 +119,10 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
         timeout = httpx.Timeout(settings.vendor_timeout_seconds,
                                 connect=min(5.0, settings.vendor_timeout_seconds))
         vendor_of = lambda url: "yzj" if url.host == yzj_host else "itnio"  # noqa: E731
-        transport = ErrorCountingTransport(
-            vendor_transport or httpx.AsyncHTTPTransport(limits=VENDOR_LIMITS), metrics, vendor_of)
-        async with httpx.AsyncClient(timeout=timeout, transport=transport,
-                                     event_hooks=metrics.vendor_event_hooks(vendor_of)) as http:
+        # httpx on aiohttp (sender/http.py); the transport also keeps the vendor metrics.
+        transport = VendorMetricsTransport(
+            vendor_transport or VendorTransport(limits=VENDOR_LIMITS), metrics, vendor_of)
+        async with httpx.AsyncClient(timeout=timeout, transport=transport) as http:
             sender = Sender(engine, itnio=itnio_client(settings, http, clock),
                             yzj=yzj_client(settings, http, clock),
                             config=settings.send_config(), clock=clock,

@@ -231,6 +231,7 @@ class Metrics:
         self.registry.register(DatabaseCollector(engine, clock, spool))
         self._counted: dict[tuple[str, str, str], Any] = {}
         self._timed: dict[tuple[str, str], Any] = {}
+        self._vendor_timed: dict[tuple[str, str, str], Any] = {}
         self._endpoints: set[str] = set()
 
     def webhook(self, vendor: str, route: str, outcome: str,
@@ -273,15 +274,24 @@ class Metrics:
         async def on_response(response: httpx.Response) -> None:
             request = response.request
             started = request.extensions.get(_STARTED)
-            vendor, endpoint = vendor_of(request.url), self._endpoint(request.url.path)
-            status_class = _status_class(response.status_code)
-            if started is not None:
-                self._vendor_seconds.labels(vendor, endpoint, status_class).observe(
-                    time.perf_counter() - started)
-            if response.status_code >= 400:
-                self._vendor_errors.labels(vendor, endpoint, status_class).inc()
+            self.vendor_answer(vendor_of(request.url), request.url.path, response.status_code,
+                               None if started is None else time.perf_counter() - started)
 
         return {"request": [on_request], "response": [on_response]}
+
+    def vendor_answer(self, vendor: str, path: str, status: int, seconds: float | None) -> None:
+        """A vendor call answered with HTTP `status` after `seconds` (request sent -> the
+        answer's headers); answers >= 400 are counted as errors too."""
+        endpoint = self._endpoint(path)
+        status_class = _status_class(status)
+        if seconds is not None:
+            timed = self._vendor_timed.get((vendor, endpoint, status_class))
+            if timed is None:  # labels() takes a lock and builds a key: once per label set
+                timed = self._vendor_timed[(vendor, endpoint, status_class)] = \
+                    self._vendor_seconds.labels(vendor, endpoint, status_class)
+            timed.observe(seconds)
+        if status >= 400:
+            self._vendor_errors.labels(vendor, endpoint, status_class).inc()
 
     def render(self) -> tuple[bytes, str]:
         """The exposition (runs the database queries: call it off the event loop)."""
@@ -352,3 +362,16 @@ class ErrorCountingTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+class VendorMetricsTransport(ErrorCountingTransport):
+    """ErrorCountingTransport that also does what `Metrics.vendor_event_hooks` do (latency
+    by vendor, endpoint and status class; an error count for every answer >= 400), in the
+    transport: the vendor client then needs no event hooks, which httpx runs on every call."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        started = time.perf_counter()
+        response = await super().handle_async_request(request)  # counts calls with no answer
+        self._metrics.vendor_answer(self._vendor_of(request.url), request.url.path,
+                                    response.status_code, time.perf_counter() - started)
+        return response

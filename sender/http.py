@@ -1,0 +1,97 @@
+"""The network under the vendor clients: an httpx transport on aiohttp (`httpx-aiohttp`).
+
+The clients keep speaking httpx (requests, responses, `httpx.MockTransport` fakes in tests);
+only the connection pool and the HTTP/1.1 exchange underneath are aiohttp's, which costs a
+fraction of httpcore's CPU a call (httpcore polls every pooled connection on every request).
+
+What a failed call means is kept as httpx's own transport said it: `sender.errors` reads
+"never sent" (connect errors and timeouts, a bad URL) as safe to retry and anything else as an
+outcome unknown. httpx-aiohttp maps every `aiohttp.ClientConnectionError` to
+`httpx.ConnectTimeout`, which would call a connection the vendor dropped after our request
+went out "never sent", and re-send it; the mapping here says "unknown" for those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import httpx
+from httpx_aiohttp import AiohttpTransport
+
+# aiohttp's error -> the httpx error httpcore raises in that situation (the first that
+# matches wins, so subclasses come before their bases).
+_ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
+    # No connection was made, or none could be had from the pool in time: never sent.
+    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
+    (aiohttp.ClientProxyConnectionError, httpx.ProxyError),
+    (aiohttp.ClientConnectorError, httpx.ConnectError),
+    (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
+    # The request went out (or may have): the vendor may have acted on it.
+    (aiohttp.SocketTimeoutError, httpx.ReadTimeout),
+    (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
+    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
+    (aiohttp.ClientPayloadError, httpx.ReadError),
+    (aiohttp.ClientResponseError, httpx.RemoteProtocolError),
+    (aiohttp.ClientError, httpx.ReadError),
+    (asyncio.TimeoutError, httpx.ReadTimeout),
+)
+
+
+def as_httpx_error(exc: BaseException, request: httpx.Request) -> httpx.TransportError | None:
+    """The httpx error for an aiohttp one (None: not a network error of aiohttp's)."""
+    for aiohttp_error, httpx_error in _ERRORS:
+        if isinstance(exc, aiohttp_error):
+            return httpx_error(f"{type(exc).__name__}: {exc}" if str(exc) else
+                               type(exc).__name__, request=request)
+    return None
+
+
+def _translated(exc: BaseException, request: httpx.Request) -> BaseException:
+    # httpx-aiohttp's own mapping, if it made one, is replaced from the aiohttp error it kept.
+    cause = exc.__cause__ if isinstance(exc, httpx.TransportError) else exc
+    if cause is None or isinstance(cause, httpx.HTTPError):
+        return exc
+    return as_httpx_error(cause, request) or exc
+
+
+class _Body(httpx.AsyncByteStream):
+    """The response body, its read errors translated as the request's."""
+
+    def __init__(self, inner: httpx.AsyncByteStream, request: httpx.Request) -> None:
+        self._inner = inner
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except Exception as exc:
+            translated = _translated(exc, self._request)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class VendorTransport(AiohttpTransport):
+    """`httpx_aiohttp.AiohttpTransport`, with aiohttp's errors as httpcore's would be."""
+
+    def __init__(self, *, limits: httpx.Limits, **kwargs: Any) -> None:
+        super().__init__(limits=limits, **kwargs)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            response = await super().handle_async_request(request)
+        except Exception as exc:
+            translated = _translated(exc, request)
+            if translated is exc:
+                raise
+            raise translated from exc
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _Body(response.stream, request)
+        return response

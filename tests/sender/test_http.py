@@ -1,0 +1,223 @@
+"""The vendor clients' network (sender/http.py: httpx on aiohttp) against a local server that
+answers, or misbehaves, as a vendor might: what each failure means for a send."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+from sqlalchemy import create_engine
+
+from receiver.metrics import Metrics, VendorMetricsTransport
+from sender.errors import OutcomeUnknown, VendorUnavailable
+from sender.http import VendorTransport, as_httpx_error
+from sender.itnio import ItnioClient, WhatsAppAccepted
+
+NOW = datetime(2026, 11, 24, tzinfo=UTC)
+ACCEPTED = {"status": "0", "reason": "success",
+            "data": {"messageId": "wamid.1", "timestamp": 1718000000}}
+LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=50)
+
+Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes | None:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return await reader.readexactly(length)
+
+
+def _answer(body: dict[str, Any], status: int = 200) -> bytes:
+    raw = json.dumps(body).encode()
+    return (f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(raw)}\r\n\r\n").encode() + raw
+
+
+class Vendor:
+    """A local server: each connection is handled by `behaviour`."""
+
+    def __init__(self, behaviour: Behaviour) -> None:
+        self.behaviour = behaviour
+        self.connections = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.behaviour(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@asynccontextmanager
+async def serving(behaviour: Behaviour) -> AsyncIterator[tuple[str, Vendor]]:
+    vendor = Vendor(behaviour)
+    server = await asyncio.start_server(vendor.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", vendor
+    finally:
+        server.close()
+
+
+@asynccontextmanager
+async def itnio(base_url: str, *, read: float = 5.0) -> AsyncIterator[ItnioClient]:
+    timeout = httpx.Timeout(read, connect=2.0)
+    async with httpx.AsyncClient(timeout=timeout,
+                                 transport=VendorTransport(limits=LIMITS)) as http:
+        yield ItnioClient(http, base_url=base_url, api_key="k", api_secret="s",
+                          wa_app_id="wa", sms_app_id="sms", clock=lambda: NOW)
+
+
+async def _send(client: ItnioClient) -> WhatsAppAccepted:
+    return await client.send_custom(business_phone="8613800000000", recipient="919700000001",
+                                    message={"type": "text", "text": {"body": "hi"}})
+
+
+def test_calls_go_out_and_share_one_kept_alive_connection() -> None:
+    requests: list[Any] = []
+
+    async def keep_answering(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            requests.append(json.loads(await _read_request(reader) or b"null"))
+            writer.write(_answer(ACCEPTED))
+            await writer.drain()
+
+    async def run() -> tuple[list[WhatsAppAccepted], int]:
+        async with serving(keep_answering) as (url, vendor), itnio(url) as client:
+            return [await _send(client) for _ in range(3)], vendor.connections
+
+    answers, connections = asyncio.run(run())
+
+    assert [a.message_id for a in answers] == ["wamid.1"] * 3
+    assert connections == 1
+    assert len(requests) == 3
+    assert requests[0] == {"appId": "wa", "businessPhone": "8613800000000",
+                                  "recipient": "919700000001", "channelType": 0,
+                                  "type": "text", "text": {"body": "hi"}}
+
+
+def test_a_refused_connection_is_unavailable_never_sent() -> None:
+    async def run() -> None:
+        async with serving(lambda r, w: asyncio.sleep(0)) as (url, _):
+            pass  # the port is closed again: nothing listens
+        async with itnio(url) as client:
+            await _send(client)
+
+    with pytest.raises(VendorUnavailable):
+        asyncio.run(run())
+
+
+async def _hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await _read_request(reader)  # the request arrived: the vendor may act on it
+
+
+async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await _read_request(reader)
+    await asyncio.sleep(5)
+
+
+async def _half_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await _read_request(reader)
+    writer.write(_answer(ACCEPTED)[:-10])
+    await writer.drain()
+
+
+async def _garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await _read_request(reader)
+    writer.write(b"HTTP/1.1 abc nonsense\r\n\r\n")
+    await writer.drain()
+
+
+@pytest.mark.parametrize("behaviour", [_hang_up, _silent, _half_body, _garbage],
+                         ids=["hung up", "no answer in time", "half an answer", "not HTTP"])
+def test_a_request_that_went_out_unanswered_is_an_outcome_unknown(behaviour: Behaviour) -> None:
+    """Never "unavailable": that would send it again, and the vendor may have taken it."""
+    async def run() -> None:
+        async with serving(behaviour) as (url, _), itnio(url, read=0.3) as client:
+            await _send(client)
+
+    with pytest.raises(OutcomeUnknown):
+        asyncio.run(run())
+
+
+def test_a_connection_the_vendor_closed_while_idle_is_not_reused_blindly() -> None:
+    """The vendor closes a kept-alive connection between two calls: the second call gets a
+    fresh one (or, if it raced the close, is an outcome unknown; never a silent resend)."""
+    async def answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(_answer(ACCEPTED))
+        await writer.drain()
+
+    async def run() -> int:
+        async with serving(answer_once) as (url, vendor), itnio(url) as client:
+            await _send(client)
+            await asyncio.sleep(0.1)  # the server's close reaches the pool
+            await _send(client)
+            return vendor.connections
+
+    assert asyncio.run(run()) == 2
+
+
+def test_aiohttp_errors_as_httpx_errors() -> None:
+    request = httpx.Request("POST", "https://api.example/wa/custom/sendMsg")
+    key = aiohttp.client_reqrep.ConnectionKey("api.example", 443, True, True, None, None, None)
+
+    def mapped(exc: BaseException) -> type | None:
+        translated = as_httpx_error(exc, request)
+        return type(translated) if translated is not None else None
+
+    assert mapped(aiohttp.ConnectionTimeoutError()) is httpx.ConnectTimeout
+    assert mapped(aiohttp.ClientConnectorError(key, OSError(111, "refused"))) is \
+        httpx.ConnectError
+    assert mapped(aiohttp.ServerDisconnectedError()) is httpx.RemoteProtocolError
+    assert mapped(aiohttp.SocketTimeoutError()) is httpx.ReadTimeout
+    assert mapped(aiohttp.ClientOSError(104, "reset")) is httpx.ReadError
+    assert mapped(aiohttp.ClientPayloadError()) is httpx.ReadError
+    assert mapped(ValueError("ours")) is None
+
+
+def test_the_metrics_transport_times_answers_and_counts_errors() -> None:
+    metrics = Metrics(create_engine("sqlite://"), lambda: NOW)
+
+    def vendor(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/busy":
+            return httpx.Response(503)
+        if request.url.path == "/down":
+            raise httpx.ConnectError("refused", request=request)
+        return httpx.Response(200, json=ACCEPTED)
+
+    async def run() -> None:
+        transport = VendorMetricsTransport(httpx.MockTransport(vendor), metrics,
+                                           lambda url: "itnio")
+        async with httpx.AsyncClient(transport=transport) as http:
+            await http.post("https://api.example/ok")
+            await http.post("https://api.example/ok")
+            await http.post("https://api.example/busy")
+            with pytest.raises(httpx.ConnectError):
+                await http.post("https://api.example/down")
+
+    asyncio.run(run())
+    text = metrics.registry.get_sample_value
+    assert text("replywindow_vendor_request_duration_seconds_count",
+                {"vendor": "itnio", "endpoint": "/ok", "status_class": "2xx"}) == 2
+    assert text("replywindow_vendor_request_duration_seconds_count",
+                {"vendor": "itnio", "endpoint": "/busy", "status_class": "5xx"}) == 1
+    assert text("replywindow_vendor_errors_total",
+                {"vendor": "itnio", "endpoint": "/busy", "kind": "5xx"}) == 1
+    assert text("replywindow_vendor_errors_total",
+                {"vendor": "itnio", "endpoint": "/down", "kind": "connect"}) == 1
+    assert text("replywindow_vendor_errors_total",
+                {"vendor": "itnio", "endpoint": "/ok", "kind": "2xx"}) is None
