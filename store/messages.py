@@ -8,15 +8,12 @@ from typing import Any
 from sqlalchemy import insert
 from sqlmodel import Session, col, or_, select
 
-from store.models import ChatMessage, OutboundMessage, StatusEvent
+from store.models import OutboundMessage, StatusEvent
 
 STATUS_COLUMNS = {
     "accepted": "accepted_at", "sent": "sent_at", "delivered": "delivered_at",
     "read": "read_at", "failed": "failed_at", "rejected": "rejected_at", "expired": "expired_at",
 }
-
-
-ADD_CHAT_MESSAGE = insert(ChatMessage.__table__)  # type: ignore[attr-defined]
 
 
 _STATUS_EVENTS = StatusEvent.__table__  # type: ignore[attr-defined]
