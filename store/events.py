@@ -42,19 +42,19 @@ def row(*, kind: str, account: str, conversation_key: str, data: dict[str, Any],
 
 _COLUMNS = ("kind", "account", "conversation_key", "data", "created_at", "push_state",
             "push_attempts", "next_push_at")
-_ADD_MANY = bulk.Many(
-    {dialect: f"INSERT INTO events (txid, {', '.join(_COLUMNS)}) "
-              f"VALUES ({txid}, {', '.join('?' for _ in _COLUMNS)})"
-     for dialect, txid in (("postgresql", CURRENT_TXID.text), ("sqlite", "0"))},
-    _COLUMNS, {c: _EVENTS.c[c].type for c in _COLUMNS})
+# On PostgreSQL every event of a transaction carries its id, learnt once (then COPY: see
+# store/bulk.py); on SQLite, 0.
+_ADD_MANY = bulk.insert_many(_EVENTS, ("txid", *_COLUMNS))
 
 
 def add_many(session: Session, rows: list[dict[str, Any]]) -> None:
     """Write events (`row`s) in one statement, in order."""
     if len(rows) == 1:
         session.connection().execute(ADD_PG if _is_pg(session) else ADD_SQLITE, rows[0])
-    else:
-        _ADD_MANY.run(session.connection(), rows)
+        return
+    connection = session.connection()
+    txid = connection.execute(select(CURRENT_TXID)).scalar_one() if _is_pg(session) else 0
+    _ADD_MANY.run(connection, [{**row, "txid": txid} for row in rows])
 
 
 def after(session: Session, *, cursor: tuple[int, int], accounts: list[str] | None,
