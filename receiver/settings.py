@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -62,13 +62,14 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    # Read for every request or event: split once per value (see _listed).
     @property
-    def env_api_keys(self) -> list[str]:
-        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+    def env_api_keys(self) -> tuple[str, ...]:
+        return _listed(self.api_keys)
 
     @property
     def yzj_account_ids(self) -> frozenset[str]:
-        return frozenset(a.strip() for a in self.yzj_accounts.split(",") if a.strip())
+        return _listed_set(self.yzj_accounts)
 
     def is_itnio_app_configured(self, app_id: str | None, *, channel: str) -> bool:
         """An appId we were not told about is flagged; with none configured, all are ours."""
@@ -101,3 +102,14 @@ class Settings(BaseSettings):
     def is_yzj_account_configured(self, wxid: str | None) -> bool:
         accounts = self.yzj_account_ids
         return not accounts or wxid in accounts
+
+
+@lru_cache(maxsize=16)
+def _listed(value: str) -> tuple[str, ...]:
+    """A comma-separated setting's items."""
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+@lru_cache(maxsize=16)
+def _listed_set(value: str) -> frozenset[str]:
+    return frozenset(_listed(value))
