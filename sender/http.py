@@ -14,7 +14,9 @@ went out "never sent", and re-send it; the mapping here says "unknown" for those
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import functools
+import json
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -95,3 +97,33 @@ class VendorTransport(AiohttpTransport):
         assert isinstance(response.stream, httpx.AsyncByteStream)
         response.stream = _Body(response.stream, request)
         return response
+
+
+@functools.lru_cache(maxsize=256)
+def _url(url: str) -> httpx.URL:
+    return httpx.URL(url)  # immutable: parsed once per endpoint, shared
+
+
+def json_request(http: httpx.AsyncClient, method: str, url: str, *,
+                 headers: Mapping[str, str], body: Any) -> httpx.Request:
+    """`http.build_request(method, url, headers=headers, json=body)`: the same request (URL,
+    headers and their order, bytes, timeout), built for a fraction of its CPU (it merges and
+    re-parses the URL and the client's headers on every call). A client with cookies, a base
+    URL or query parameters of its own gets `build_request` itself."""
+    if http.cookies or http.params or str(http.base_url):
+        return http.build_request(method, url, headers=headers, json=body)
+    parsed = _url(url)
+    content = json.dumps(body, ensure_ascii=False, separators=(",", ":"),
+                         allow_nan=False).encode()
+    ours = {name.lower(): (name, value) for name, value in headers.items()}
+    raw: list[tuple[Any, Any]] = [(b"Host", parsed.netloc)]
+    for name, value in http.headers.raw:  # the client's, ours in place of the same name
+        raw.append(ours.pop(name.decode("latin-1").lower(), None) or (name, value))
+    raw += ours.values()
+    raw.append(("Content-Length", str(len(content))))
+    if not any(name.lower() == "content-type" for name in headers):
+        raw.append(("Content-Type", "application/json"))
+    request = httpx.Request(method, parsed, headers=raw, stream=httpx.ByteStream(content),
+                            extensions={"timeout": http.timeout.as_dict()})
+    request.read()
+    return request

@@ -27,6 +27,7 @@ from sender.errors import (
     transport_error,
     vendor_error,
 )
+from sender.http import json_request
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +244,9 @@ class ItnioClient:
         if query:
             url += "?" + urlencode(query, safe=",")  # the vendor documents msgIds=a,b as is
         try:
-            request = self._http.build_request(method, url, headers=self._headers(), json=body)
+            request = (json_request(self._http, method, url, headers=self._headers(), body=body)
+                       if body is not None else
+                       self._http.build_request(method, url, headers=self._headers()))
             response = await self._http.send(request)
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
             error = transport_error(exc, vendor=VENDOR)

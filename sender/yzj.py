@@ -27,6 +27,7 @@ from sender.errors import (
     transport_error,
     vendor_error,
 )
+from sender.http import json_request
 
 logger = logging.getLogger(__name__)
 
@@ -162,9 +163,9 @@ class YzjClient:
 
     async def _exchange(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
-            response = await self._http.post(
-                self._base_url + path, json=body,
-                headers={"Content-Type": "application/json; charset=UTF-8"})
+            response = await self._http.send(json_request(
+                self._http, "POST", self._base_url + path, body=body,
+                headers={"Content-Type": "application/json; charset=UTF-8"}))
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
             error = transport_error(exc, vendor=VENDOR)
             logger.warning("yzj %s failed: %s", path, type(exc).__name__,

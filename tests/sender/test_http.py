@@ -17,7 +17,7 @@ from sqlalchemy import create_engine
 
 from receiver.metrics import Metrics, VendorMetricsTransport
 from sender.errors import OutcomeUnknown, VendorUnavailable
-from sender.http import VendorTransport, as_httpx_error
+from sender.http import VendorTransport, as_httpx_error, json_request
 from sender.itnio import ItnioClient, WhatsAppAccepted
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
@@ -221,3 +221,30 @@ def test_the_metrics_transport_times_answers_and_counts_errors() -> None:
                 {"vendor": "itnio", "endpoint": "/down", "kind": "connect"}) == 1
     assert text("replywindow_vendor_errors_total",
                 {"vendor": "itnio", "endpoint": "/ok", "kind": "2xx"}) is None
+
+
+@pytest.mark.parametrize("headers", [
+    {"Content-Type": "application/json;charset=UTF-8", "Api-Key": "k", "Sign": "s"},
+    {"user-agent": "ours", "X-Extra": "1"},  # one of the client's replaced, in its place
+    {},
+])
+def test_json_request_is_what_build_request_builds(headers: dict[str, str]) -> None:
+    http = httpx.AsyncClient(timeout=httpx.Timeout(7.0, connect=2.0))
+    body = {"text": {"body": "héllo 你好"}, "n": 1, "none": None}
+    url = "https://api.itniotech.com/wa/custom/sendMsg"
+
+    built = http.build_request("POST", url, headers=headers, json=body)
+    ours = json_request(http, "POST", url, headers=headers, body=body)
+
+    assert (ours.method, ours.url, ours.headers.raw, ours.content, ours.extensions) == \
+        (built.method, built.url, built.headers.raw, built.content, built.extensions)
+
+
+def test_json_request_leaves_clients_with_cookies_or_a_base_url_to_build_request() -> None:
+    body = {"a": 1}
+    for http, url in ((httpx.AsyncClient(cookies={"session": "x"}), "https://api.example/wa/x"),
+                      (httpx.AsyncClient(base_url="https://api.example/v2/"), "wa/x")):
+        built = http.build_request("POST", url, headers={}, json=body)
+        ours = json_request(http, "POST", url, headers={}, body=body)
+        assert (ours.url, ours.headers.raw, ours.content) == \
+            (built.url, built.headers.raw, built.content)
