@@ -32,6 +32,7 @@ _CHAT_MESSAGES = ChatMessage.__table__  # type: ignore[attr-defined]
 ADD_CHAT_MESSAGES = bulk.insert_many(_CHAT_MESSAGES, [
     c.name for c in _CHAT_MESSAGES.columns if c.name != "id"])
 CLAIM_KEYS = bulk.Rows(_KEYS, ("key", "inbox_body_id", "applied_at"),
+                       pg_types=("text", "bigint", "timestamptz"),
                        tail='ON CONFLICT ("key") DO NOTHING RETURNING "key"')
 ANY_UNKNOWN = (select(_OUTBOUND.c.id)
                .where(_OUTBOUND.c.status == "unknown", _OUTBOUND.c.channel == "whatsapp",

@@ -144,12 +144,17 @@ def from_named(sql: str, types: Mapping[str, TypeEngine[Any]]) -> Many:
 
 
 class Rows:
-    """An insert of many rows as one multi-row VALUES statement, so that its `tail`
-    (ON CONFLICT ... RETURNING ...) answers for all of them."""
+    """An insert of many rows in one statement, so that its `tail` (ON CONFLICT ...
+    RETURNING ...) answers for all of them: a multi-row VALUES on SQLite; on PostgreSQL one
+    array a column, unnested (`pg_types`: each column's type there), so the statement's text
+    stays the same whatever the number of rows (psycopg parses a long one at length)."""
 
-    def __init__(self, table: Table, columns: Sequence[str], *, tail: str = "") -> None:
-        self._head = f"INSERT INTO {table.name} ({_names(columns)}) VALUES "
+    def __init__(self, table: Table, columns: Sequence[str], *, pg_types: Sequence[str],
+                 tail: str = "") -> None:
+        self._head = f"INSERT INTO {table.name} ({_names(columns)}) "
         self._row = "(" + ", ".join("?" for _ in columns) + ")"
+        arrays = ", ".join(f"%s::{type_}[]" for type_ in pg_types)
+        self._unnest = f"{self._head}SELECT * FROM unnest({arrays}) {tail}"
         self._tail = tail
         self._many = Many("", columns, {c: table.c[c].type for c in columns})
 
@@ -160,8 +165,11 @@ class Rows:
         with _cursor(connection, self._head) as cursor:
             for start in range(0, len(rows), CHUNK):
                 chunk = self._many.values(dialect, rows[start:start + CHUNK])
-                sql = self._head + ", ".join([self._row] * len(chunk)) + " " + self._tail
-                cursor.execute(_sql_for(sql, dialect),
-                               [value for row in chunk for value in row])
+                if dialect.name == "postgresql":
+                    cursor.execute(self._unnest, [list(column) for column in zip(*chunk)])
+                else:
+                    sql = (self._head + "VALUES " + ", ".join([self._row] * len(chunk)) + " "
+                           + self._tail)
+                    cursor.execute(sql, [value for row in chunk for value in row])
                 found.extend(cursor.fetchall())
         return found
