@@ -33,7 +33,7 @@ from store.spool import Spool
 
 logger = logging.getLogger(__name__)
 
-BATCH = 256  # bodies per transaction: the per-batch statements and fsync shared by many
+BATCH = 128  # bodies per transaction: short, as sends wait for its lock on SQLite
 ATTEMPTS = 4
 APPLY_LOCK = 7_361_522_042
 # Bodies stored by another replica (or left by a crash) are found by looking this often.
