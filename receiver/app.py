@@ -172,9 +172,18 @@ class ReplyWindow(Starlette):
     the hot path (receiver/webhooks.py), and their errors are answered there."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(webhooks.PREFIX):
-            await webhooks.handle(scope, receive, send)
-            return
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path.startswith(webhooks.PREFIX):
+                await webhooks.handle(scope, receive, send)
+                return
+            # The bots' window lookup, likewise (receiver/windows_api.py); what it leaves
+            # (other methods, HEAD, ...) goes to the router below.
+            if path.startswith(windows_api.LOOKUP_PREFIX):
+                params = windows_api.lookup_params(scope)
+                if params is not None:
+                    await windows_api.answer_lookup(scope, receive, send, *params)
+                    return
         await super().__call__(scope, receive, send)
 
 

@@ -13,11 +13,11 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from receiver.auth import authenticate, known_caller
-from receiver.errors import Invalid
+from receiver.errors import ApiError, Invalid, exception_handlers
 from receiver.runtime import Runtime
 from sender.window import WINDOW, open_since, window_state
 from store import conversations
@@ -99,16 +99,17 @@ def _reader_slots(engine: Engine) -> asyncio.Semaphore:
     return slots
 
 
-async def get_window(request: Request) -> JSONResponse:
-    """The hot path for bots: async, so the common case (a configured key or one verified in
-    the last seconds, see receiver/auth.py) costs no threadpool hop. On SQLite the read (one
+async def _window(request: Request, runtime: Runtime, business: str,
+                  recipient: str) -> dict[str, Any]:
+    """The lookup's answer (`window_body`); `business` and `recipient` as in the path. The
+    hot path for bots: async, so the common case (a configured key or one verified in the
+    last seconds, see receiver/auth.py) costs no threadpool hop. On SQLite the read (one
     indexed SELECT, tens of microseconds) runs right here: measured, that beats handing it
     to a worker thread. Other databases, and a key not yet verified, go to the threadpool."""
-    runtime: Runtime = request.state.runtime
     caller = known_caller(request, runtime) or await run_in_threadpool(authenticate, request,
                                                                          runtime)
-    business = _phone(request.path_params["business"], "business_phone")
-    recipient = _phone(request.path_params["recipient"], "recipient")
+    business = _phone(business, "business_phone")
+    recipient = _phone(recipient, "recipient")
     caller.require(business)
     now = runtime.clock()
     read = partial(conversations.window_times, runtime.engine, channel="whatsapp",
@@ -118,8 +119,16 @@ async def get_window(request: Request) -> JSONResponse:
     else:
         async with _reader_slots(runtime.engine):
             times = await run_in_threadpool(read)
-    return JSONResponse(window_body(times, business=business, recipient=recipient,
-                                    now=now, margin=runtime.margin))
+    return window_body(times, business=business, recipient=recipient, now=now,
+                       margin=runtime.margin)
+
+
+async def get_window(request: Request) -> JSONResponse:
+    """The route as Starlette answers it: only what `lookup_params` leaves to the router (a
+    HEAD, an app under a root_path). GET comes through `answer_lookup`."""
+    return JSONResponse(await _window(request, request.state.runtime,
+                                      request.path_params["business"],
+                                      request.path_params["recipient"]))
 
 
 def list_windows(request: Request) -> JSONResponse:
@@ -143,7 +152,46 @@ def list_windows(request: Request) -> JSONResponse:
     return JSONResponse({"windows": windows, "count": len(windows)})
 
 
+LOOKUP = Route("/v1/windows/whatsapp/{business}/{recipient}", get_window, methods=["GET"])
 routes = [
-    Route("/v1/windows/whatsapp/{business}/{recipient}", get_window, methods=["GET"]),
+    LOOKUP,
     Route("/v1/windows", list_windows, methods=["GET"]),
 ]
+
+
+# --- GET /v1/windows/whatsapp/{b}/{r} before routing ----------------------------------------
+# The bots' hot path is answered as a plain ASGI handler that the app calls before Starlette's
+# router and middleware (receiver/app.py), like the webhooks: the same answers, errors
+# included (the app's own exception handlers make them), for a fraction of the CPU. What it
+# leaves (`lookup_params` is None) goes to the router as before: other methods (405 with
+# Allow), HEAD, a path that only matches with a trailing slash (the redirect), a root_path.
+
+LOOKUP_PREFIX = "/v1/windows/whatsapp/"
+Scope = dict[str, Any]
+
+
+def lookup_params(scope: Scope) -> tuple[str, str] | None:
+    """(business, recipient) as in the path if `answer_lookup` answers this request (a GET
+    that the LOOKUP route matches, as the router would match it), else None."""
+    if scope["method"] != "GET" or scope.get("root_path"):
+        return None
+    match = LOOKUP.path_regex.match(scope["path"])
+    if match is None:
+        return None
+    business, recipient = match.groups()
+    return business, recipient
+
+
+async def answer_lookup(scope: Scope, receive: Any, send: Any, business: str,
+                        recipient: str) -> None:
+    """The ASGI answer to a lookup that `lookup_params` accepted."""
+    request = Request(scope, receive)
+    try:
+        response: Response = JSONResponse(
+            await _window(request, scope["state"]["runtime"], business, recipient))
+    except ApiError as exc:  # as Starlette's ExceptionMiddleware answers it
+        response = exception_handlers[ApiError](request, exc)
+    except Exception as exc:  # as ServerErrorMiddleware does: log, answer 500, re-raise
+        await exception_handlers[Exception](request, exc)(scope, receive, send)
+        raise
+    await response(scope, receive, send)

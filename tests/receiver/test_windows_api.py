@@ -296,3 +296,145 @@ def test_the_key_cache_is_bounded_and_a_clock_gone_back_expires_it() -> None:
     assert cache.get("h4", now) == Caller("db:4", None)
     assert cache.get("h4", now - timedelta(seconds=1)) is None
     assert cache.get("h4", now) is None  # and it is gone
+
+
+# --- the lookup is answered before Starlette's router: the same answers as through it ---------
+
+def test_the_window_is_compact_json_with_its_length(client: TestClient, clock: FakeClock,
+                                                    auth: dict[str, str]) -> None:
+    uplink(client, clock)
+
+    response = client.get(WINDOW_URL, headers=auth)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["content-length"] == str(len(response.content))
+    assert response.content == json.dumps(response.json(), separators=(",", ":"),
+                                          ensure_ascii=False).encode()
+    assert list(response.json()) == ["channel", "business_phone", "recipient", "open",
+                                     "last_inbound_at", "expires_at", "closes_at",
+                                     "seconds_left", "unanswered"]
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+def test_other_methods_on_a_window_are_405_naming_the_allowed(
+        client: TestClient, auth: dict[str, str], method: str) -> None:
+    response = client.request(method, WINDOW_URL, headers=auth)
+
+    assert response.status_code == 405
+    assert response.json() == {"error": "method_not_allowed", "detail": "Method Not Allowed"}
+    assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD"}
+
+
+def test_head_on_a_window_has_the_headers_of_get(client: TestClient, auth: dict[str, str]) -> None:
+    got = client.get(WINDOW_URL, headers=auth)
+    head = client.head(WINDOW_URL, headers=auth)
+
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-type"] == "application/json"
+    assert head.headers["content-length"] == got.headers["content-length"]
+
+
+def test_a_trailing_slash_redirects_to_the_window(client: TestClient,
+                                                  auth: dict[str, str]) -> None:
+    response = client.get(WINDOW_URL + "/", headers=auth, follow_redirects=False)
+
+    assert response.status_code == 307
+    assert response.headers["location"] == f"http://testserver{WINDOW_URL}"
+
+
+@pytest.mark.parametrize("path", [f"/v1/windows/whatsapp/{BUSINESS}/{CUSTOMER}/more",
+                                  f"/v1/windows/whatsapp/{BUSINESS}", "/v1/windows/whatsapp/",
+                                  f"/v1/windows/whatsapp/{BUSINESS}//{CUSTOMER}"])
+def test_a_path_that_is_not_a_window_is_a_json_404(client: TestClient, auth: dict[str, str],
+                                                   path: str) -> None:
+    response = client.get(path, headers=auth)
+
+    assert response.status_code == 404
+    assert response.json() == {"error": "not_found", "detail": "Not Found"}
+
+
+@pytest.mark.parametrize(("headers", "detail"), [
+    ({}, "Send your API key as 'Authorization: Bearer <key>'."),
+    ({"Authorization": "Bearer "}, "Send your API key as 'Authorization: Bearer <key>'."),
+    ({"Authorization": "Bearer wrong"}, "That API key is not valid."),
+])
+def test_a_401_asks_for_a_bearer_key(client: TestClient, headers: dict[str, str],
+                                     detail: str) -> None:
+    response = client.get(WINDOW_URL, headers=headers)
+
+    assert response.status_code == 401
+    assert response.json() == {"error": "unauthorized", "detail": detail}
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.headers["content-type"] == "application/json"
+
+
+def test_a_key_in_the_query_is_not_taken_for_a_window(client: TestClient) -> None:
+    from tests.conftest import API_KEY
+
+    assert client.get(f"{WINDOW_URL}?key={API_KEY}").status_code == 401
+
+
+def test_a_lowercase_bearer_with_spaces_is_taken(client: TestClient) -> None:
+    from tests.conftest import API_KEY
+
+    response = client.get(WINDOW_URL, headers={"Authorization": f"bearer   {API_KEY}  "})
+
+    assert response.status_code == 200
+
+
+def test_the_403_and_422_bodies(client: TestClient, clock: FakeClock, engine: Engine,
+                                auth: dict[str, str]) -> None:
+    key = _db_key(engine, clock, accounts=[BUSINESS])
+
+    forbidden = client.get(f"/v1/windows/whatsapp/91800000000/{CUSTOMER}",
+                           headers={"Authorization": f"Bearer {key}"})
+    invalid = client.get(f"/v1/windows/whatsapp/{BUSINESS}/12ab", headers=auth)
+
+    assert forbidden.status_code == 403
+    assert forbidden.json() == {"error": "forbidden",
+                                "detail": "This API key is not scoped to that account."}
+    assert "www-authenticate" not in forbidden.headers
+    assert invalid.status_code == 422
+    assert invalid.json() == {
+        "error": "invalid_phone", "field": "recipient",
+        "detail": "recipient must be a phone number of 7 to 14 digits (country code first)."}
+
+
+def test_an_app_under_a_root_path_answers_windows_too(settings: object, clock: FakeClock,
+                                                      auth: dict[str, str]) -> None:
+    from receiver.app import create_app
+    from tests.settling import SettlingClient
+
+    app = create_app(settings, clock=clock)  # type: ignore[arg-type]
+    with SettlingClient(app, root_path="/api") as api:
+        uplink(api, clock)
+        assert api.get(WINDOW_URL, headers=auth).json()["open"] is True
+        assert api.get(f"/v1/windows/whatsapp/{BUSINESS}/12ab",
+                       headers=auth).status_code == 422
+
+
+def test_a_lookup_the_database_cannot_answer_is_a_logged_json_500(
+        settings: object, clock: FakeClock, engine: Engine, auth: dict[str, str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    from sqlalchemy import text
+
+    from receiver.app import create_app
+    from tests.settling import SettlingClient
+
+    app = create_app(settings, clock=clock)  # type: ignore[arg-type]
+    with SettlingClient(app, raise_server_exceptions=False) as api:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE conversations RENAME TO conversations_away"))
+        try:
+            response = api.get(WINDOW_URL, headers=auth)
+        finally:
+            with engine.begin() as conn:
+                conn.execute(text("ALTER TABLE conversations_away RENAME TO conversations"))
+
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal",
+                               "detail": "Something went wrong on our side; it was logged."}
+    [record] = [r for r in caplog.records if getattr(r, "action", None) == "unexpected_error"]
+    assert record.exc_info is not None
