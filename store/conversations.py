@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 import weakref
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, bindparam, text, tuple_
+from sqlalchemy import Engine, bindparam, event, text, tuple_
 from sqlalchemy.engine import Dialect
 from sqlmodel import Session, col, select
 
@@ -143,27 +145,70 @@ def _time_reader(dialect: Dialect) -> Any:
     return reader
 
 
+class _SqliteReaders(threading.local):
+    """Per thread, a read-only connection to one SQLite file."""
+
+    cursor: sqlite3.Cursor | None = None
+
+
+_sqlite_readers: weakref.WeakKeyDictionary[Engine, _SqliteReaders] = weakref.WeakKeyDictionary()
+_opened: weakref.WeakKeyDictionary[Engine, list[sqlite3.Connection]] = \
+    weakref.WeakKeyDictionary()
+_readers_lock = threading.Lock()
+
+
+def _sqlite_reader(engine: Engine) -> sqlite3.Cursor | None:
+    """A cursor on this thread's read-only connection to `engine`'s SQLite file; None for an
+    in-memory database (another connection would not see it). Closed with the engine."""
+    path = engine.url.database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    readers = _sqlite_readers.get(engine)
+    if readers is None:
+        with _readers_lock:
+            readers = _sqlite_readers.get(engine)
+            if readers is None:
+                readers = _sqlite_readers[engine] = _SqliteReaders()
+                _opened[engine] = []
+                event.listen(engine, "engine_disposed", _close_readers)
+    if readers.cursor is None:
+        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA query_only = ON")
+        with _readers_lock:
+            _opened[engine].append(connection)
+        readers.cursor = connection.cursor()
+    return readers.cursor
+
+
+def _close_readers(engine: Engine) -> None:
+    with _readers_lock:
+        for connection in _opened.pop(engine, []):
+            connection.close()
+        _sqlite_readers.pop(engine, None)
+
+
 def window_times(engine: Engine, *, channel: str, account: str,
                  customer: str) -> WindowTimes | None:
     """The conversation's window times, or None if it has none: one statement, one snapshot.
 
-    SQLite: the DBAPI cursor of a pooled connection, in sqlite3's autocommit mode (the
-    engine's `begin` hook would wrap a SQLAlchemy connection in BEGIN ... ROLLBACK: three
-    statements for one read). A single SELECT is its own read transaction; it never waits
-    for a writer under WAL. Fast enough (tens of microseconds) to run on the event loop.
+    SQLite: a read-only connection of this thread's own, in sqlite3's autocommit mode (a
+    pooled one costs a checkout and a reset on return, more than the read; the engine's
+    `begin` hook would wrap a SQLAlchemy connection in BEGIN ... ROLLBACK). A single SELECT
+    is its own read transaction; it never waits for a writer under WAL. Fast enough (tens of
+    microseconds) to run on the event loop.
     Other databases: Core text() on an AUTOCOMMIT connection (no BEGIN/ROLLBACK round trips).
     """
     if engine.dialect.name == "sqlite":
-        raw = engine.raw_connection()
-        try:
-            cursor = raw.cursor()
+        cursor = _sqlite_reader(engine)
+        if cursor is not None:
+            cursor.execute(WINDOW_SQL, (channel, account, customer))
+            found = cursor.fetchone()
+        else:
+            raw = engine.raw_connection()
             try:
-                cursor.execute(WINDOW_SQL, (channel, account, customer))
-                found = cursor.fetchone()
+                found = raw.cursor().execute(WINDOW_SQL, (channel, account, customer)).fetchone()
             finally:
-                cursor.close()
-        finally:
-            raw.close()
+                raw.close()
         if found is None:
             return None
         convert = _time_reader(engine.dialect)
