@@ -201,8 +201,10 @@ def window_times(engine: Engine, *, channel: str, account: str,
     if engine.dialect.name == "sqlite":
         cursor = _sqlite_reader(engine)
         if cursor is not None:
-            cursor.execute(WINDOW_SQL, (channel, account, customer))
-            found = cursor.fetchone()
+            # Every row fetched: the statement finishes, and with it the read transaction
+            # (one left open would hold its snapshot, and keep the WAL from being reset).
+            rows = cursor.execute(WINDOW_SQL, (channel, account, customer)).fetchall()
+            found = rows[0] if rows else None
         else:
             raw = engine.raw_connection()
             try:

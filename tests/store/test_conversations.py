@@ -4,13 +4,14 @@ SQLite and PostgreSQL: the rule is the oracle, the SQL is what runs."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from sender.window import extended
-from store import conversations
+from store import conversations, db, migrate
 
 T = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
@@ -40,3 +41,32 @@ def test_record_inbound_follows_the_pure_rule(engine: Engine, times: list[dateti
     assert row is not None
     assert row.last_inbound_at == expected
     assert row.last_inbound_message_id == f"m{times.index(expected)}"
+
+
+def test_a_window_read_leaves_no_read_transaction_open(tmp_path: Path) -> None:
+    """SQLite: the lookup's own connection must not keep a snapshot after it has answered;
+    one left open would keep every later write in the WAL (no checkpoint could reset it)."""
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    migrate.upgrade(url)
+    engine = db.make_engine(url)
+    try:
+        with Session(engine) as session, session.begin():
+            conversations.record_inbound(session, channel="whatsapp", account="91856321412",
+                                         customer="91856321432", message_at=T,
+                                         message_id="m0", customer_name=None, now=T)
+        found = conversations.window_times(engine, channel="whatsapp", account="91856321412",
+                                           customer="91856321432")
+        assert found is not None and found.last_inbound_at == T
+        later = T + timedelta(minutes=5)
+        with Session(engine) as session, session.begin():
+            conversations.record_inbound(session, channel="whatsapp", account="91856321412",
+                                         customer="91856321432", message_at=later,
+                                         message_id="m1", customer_name=None, now=later)
+        with engine.connect() as conn:
+            busy, _, _ = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+        assert busy == 0
+        again = conversations.window_times(engine, channel="whatsapp", account="91856321412",
+                                           customer="91856321432")
+        assert again is not None and again.last_inbound_at == later
+    finally:
+        engine.dispose()
