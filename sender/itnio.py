@@ -27,7 +27,7 @@ from sender.errors import (
     transport_error,
     vendor_error,
 )
-from sender.http import json_request
+from sender.http import json_request, send
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ class ItnioClient:
             request = (json_request(self._http, method, url, headers=self._headers(), body=body)
                        if body is not None else
                        self._http.build_request(method, url, headers=self._headers()))
-            response = await self._http.send(request)
+            response = await send(self._http, request)
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
             error = transport_error(exc, vendor=VENDOR)
             logger.warning("itnio %s failed: %s", path, type(exc).__name__,

@@ -27,7 +27,7 @@ from sender.errors import (
     transport_error,
     vendor_error,
 )
-from sender.http import json_request
+from sender.http import json_request, send
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class YzjClient:
 
     async def _exchange(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
-            response = await self._http.send(json_request(
+            response = await send(self._http, json_request(
                 self._http, "POST", self._base_url + path, body=body,
                 headers={"Content-Type": "application/json; charset=UTF-8"}))
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:

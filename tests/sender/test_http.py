@@ -17,7 +17,7 @@ from sqlalchemy import create_engine
 
 from receiver.metrics import Metrics, VendorMetricsTransport
 from sender.errors import OutcomeUnknown, VendorUnavailable
-from sender.http import VendorTransport, as_httpx_error, json_request
+from sender.http import VendorTransport, as_httpx_error, json_request, send
 from sender.itnio import ItnioClient, WhatsAppAccepted
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
@@ -248,3 +248,68 @@ def test_json_request_leaves_clients_with_cookies_or_a_base_url_to_build_request
         ours = json_request(http, "POST", url, headers={}, body=body)
         assert (ours.url, ours.headers.raw, ours.content) == \
             (built.url, built.headers.raw, built.content)
+
+
+def _echo(request: httpx.Request) -> httpx.Response:
+    if request.url.path == "/fail":
+        raise httpx.ConnectError("refused")  # no request attached, as a transport may
+    return httpx.Response(200, headers=[("Set-Cookie", "sid=abc; Path=/")],
+                          json={"path": request.url.path, "cookie": request.headers.get("cookie")})
+
+
+def test_send_answers_as_the_clients_send_does() -> None:
+    asyncio.run(_send_answers_as_the_clients_send_does())
+
+
+async def _send_answers_as_the_clients_send_does() -> None:
+    """`send`: the transport the client picks (a test's MockTransport, a mounted proxy), the
+    response read, with its request and encoding, and the cookies it set kept
+    by the client, as `http.send` does; transport errors carry the request."""
+    mounted = httpx.MockTransport(lambda request: httpx.Response(200, text="via the mount"))
+    async with httpx.AsyncClient(transport=httpx.MockTransport(_echo),
+                                 mounts={"https://proxied.example": mounted}) as ours, \
+            httpx.AsyncClient(transport=httpx.MockTransport(_echo),
+                              mounts={"https://proxied.example": mounted}) as theirs:
+        for url in ("https://api.example/a", "https://api.example/b",
+                    "https://proxied.example/c"):
+            got = await send(ours, json_request(ours, "POST", url, headers={}, body={"x": 1}))
+            want = await theirs.send(json_request(theirs, "POST", url, headers={},
+                                                  body={"x": 1}))
+            assert (got.status_code, got.headers.raw, got.content, got.encoding,
+                    str(got.request.url), got.is_closed) == \
+                (want.status_code, want.headers.raw, want.content, want.encoding,
+                 str(want.request.url), want.is_closed)
+        assert dict(ours.cookies) == dict(theirs.cookies) == {"sid": "abc"}
+        request = json_request(ours, "POST", "https://api.example/fail", headers={}, body={})
+        with pytest.raises(httpx.ConnectError) as failed:
+            await send(ours, request)
+        assert failed.value.request is request
+
+
+def test_send_leaves_hooks_auth_and_redirects_to_the_client() -> None:
+    asyncio.run(_send_leaves_hooks_auth_and_redirects_to_the_client())
+
+
+async def _send_leaves_hooks_auth_and_redirects_to_the_client() -> None:
+    seen: list[str] = []
+
+    async def hook(request: httpx.Request) -> None:
+        seen.append(str(request.url))
+
+    redirect = httpx.MockTransport(lambda request: (
+        httpx.Response(302, headers={"Location": "https://api.example/there"})
+        if request.url.path == "/here" else httpx.Response(200, text=request.headers.get(
+            "authorization", "none"))))
+    async with httpx.AsyncClient(transport=redirect, event_hooks={"request": [hook]}) as hooked:
+        await send(hooked, json_request(hooked, "POST", "https://api.example/x", headers={},
+                                        body={}))
+    assert seen == ["https://api.example/x"]
+    async with httpx.AsyncClient(transport=redirect, auth=("u", "p")) as authed:
+        answer = await send(authed, json_request(authed, "POST", "https://api.example/x",
+                                                 headers={}, body={}))
+    assert answer.text.startswith("Basic ")
+    async with httpx.AsyncClient(transport=redirect, follow_redirects=True) as following:
+        answer = await send(following, json_request(following, "POST",
+                                                    "https://api.example/here", headers={},
+                                                    body={}))
+    assert str(answer.url) == "https://api.example/there"
