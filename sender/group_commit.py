@@ -307,7 +307,9 @@ class GroupCommit:
                     if not defers:
                         pending.flush(session)
                     results.append(work(session))
-                    if len(works) > 1:
+                    # (A work of plain statements leaves nothing in the session.)
+                    if len(works) > 1 and (session.identity_map or session.new
+                                           or session.deleted):
                         session.flush()
                         session.expunge_all()
                 pending.flush(session)

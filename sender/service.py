@@ -67,6 +67,10 @@ class Call:
     delays: tuple[int, ...] = ()
 
 
+# Stands for a first answer already kept (not read: recording the vendor's leaves it as it is).
+_KEPT = object()
+
+
 class NotConfigured(VendorError):
     """The vendor's credentials are not configured; nothing can be sent on this channel."""
 
@@ -332,6 +336,9 @@ class Sender:
         view = outcomes.MessageView.of(found)
         last_inbound_at = view.__dict__.pop("conversation_last_inbound_at")
         del view.has_orphans
+        # The first answer kept, if there is one, is never read nor written here.
+        view.first_answer = None if view.__dict__.pop("first_answer_missing") else _KEPT
+        view.__dict__["_original"]["first_answer"] = view.first_answer
         view.vendor_message_id = called.vendor_message_id
         now = self.clock()
         view.status = "queued"  # so the transition below is measured from the start

@@ -38,9 +38,17 @@ _ROUTE_FACTS = select(
 )
 # The message locked, with what recording the vendor's answer needs to know besides: whether
 # status events about it came first (orphans), and its conversation's last inbound time.
+# Only the columns recording an answer and the bot's answer read or write (not the request,
+# nor the first answer itself: whether there is one), so none of the others is converted.
 _DELIVERY_CHANNEL = case((_MESSAGES.c.route == "sms", "sms"), else_=_MESSAGES.c.channel)
+ANSWER_COLUMNS = (
+    "id", "channel", "account", "recipient", "route", "status", "vendor_message_id",
+    "fallback_reason", "fallback_of", "send_at", "created_at", "status_at", "accepted_at",
+    "sent_at", "delivered_at", "read_at", "failed_at", "rejected_at", "expired_at",
+    "failure_code", "failure_reason", "flagged", "billable", "conversation_type", "cost")
 _FOR_ANSWER = select(
-    _MESSAGES,
+    *(_MESSAGES.c[name] for name in ANSWER_COLUMNS),
+    _MESSAGES.c.first_answer.is_(None).label("first_answer_missing"),
     select(_CONVERSATIONS.c.last_inbound_at).where(
         _CONVERSATIONS.c.channel == _MESSAGES.c.channel,
         _CONVERSATIONS.c.account == _MESSAGES.c.account,
@@ -72,9 +80,10 @@ def add_row(session: Session, fields: dict[str, Any]) -> None:
 
 def row_for_answer(session: Session, message_id: str, *,
                    vendor_message_id: str | None) -> Row[Any] | None:
-    """The message locked (a plain row), with `conversation_last_inbound_at` and
-    `has_orphans` (status events that name `vendor_message_id` or its client ref and were
-    stored before we knew their message), in one statement."""
+    """The message locked (a plain row of ANSWER_COLUMNS), with `first_answer_missing`,
+    `conversation_last_inbound_at` and `has_orphans` (status events that name
+    `vendor_message_id` or its client ref and were stored before we knew their message), in
+    one statement."""
     _flush_pending(session)
     return session.connection().execute(_FOR_ANSWER, {
         "id": message_id, "vendor_message_id": vendor_message_id}).first()
