@@ -145,7 +145,8 @@ def wait_applied(engine: Engine, spool: Spool | None = None, *, timeout: float =
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with Session(engine) as session:
-            if not inbox.count_pending(session) and (spool is None or not spool.backlog()[0]):
+            if not inbox.count_pending(session) and (
+                    spool is None or not spool.backlog(above=inbox.max_id(session))[0]):
                 return
         time.sleep(0.01)
     raise TimeoutError("stored webhook bodies are still pending")
@@ -163,37 +164,47 @@ class Drainer:
         self._read = parsers(settings)
         self._clock = clock
         self._on_applied = on_applied
+        # Spool ids: the last moved into the main database, and the last deleted from the spool.
+        self._moved = self._forgotten = 0
+        self._forgotten_at = time.monotonic()
 
-    def drain(self) -> int:
+    def drain(self, *, whole: bool = True) -> int:
+        """Apply batches until none is pending; how many bodies. `whole=False`: stop after
+        the first batch that was not full (the caller waits a little for more: a batch of
+        few bodies costs nearly as much as one of many)."""
         total = 0
-        moved = forgotten = 0  # spool ids: moved into the main database, deleted here
-        forgotten_at = time.monotonic()
-        try:
-            while True:
-                done = 0
-                if self._spool is not None:
-                    done, moved = apply_spooled(self._engine, self._spool,
-                                                settings=self._settings, read=self._read,
-                                                clock=self._clock, after_id=moved)
-                    if moved > forgotten and time.monotonic() - forgotten_at > FORGET_SECONDS:
-                        self._spool.forget(moved)
-                        forgotten, forgotten_at = moved, time.monotonic()
-                if not done:  # PostgreSQL's bodies, or any left pending in `inbox_bodies`
-                    done = apply_batch(self._engine, settings=self._settings,
-                                       read=self._read, clock=self._clock)
-                if not done:
-                    return total
-                total += done
-                if self._on_applied is not None:
-                    self._on_applied()
-        finally:
-            if self._spool is not None and moved > forgotten:
-                self._spool.forget(moved)
+        while True:
+            done = 0
+            if self._spool is not None:
+                done, self._moved = apply_spooled(self._engine, self._spool,
+                                                  settings=self._settings, read=self._read,
+                                                  clock=self._clock, after_id=self._moved)
+                if time.monotonic() - self._forgotten_at > FORGET_SECONDS:
+                    self._forget()
+            if not done:  # PostgreSQL's bodies, or any left pending in `inbox_bodies`
+                done = apply_batch(self._engine, settings=self._settings,
+                                   read=self._read, clock=self._clock)
+            if not done:
+                self._forget()  # idle: a good moment to empty the spool of what was moved
+                return total
+            total += done
+            if self._on_applied is not None:
+                self._on_applied()
+            if not whole and done < BATCH:
+                return total
 
-    def drain_logged(self) -> None:
+    def _forget(self) -> None:
+        """Delete from the spool the bodies moved into the main database (each delete is a
+        write the acknowledging writer would wait for: now and then, not after each batch)."""
+        if self._spool is not None and self._moved > self._forgotten:
+            self._spool.forget(self._moved)
+            self._forgotten = self._moved
+        self._forgotten_at = time.monotonic()
+
+    def drain_logged(self, *, whole: bool = True) -> None:
         """`drain`, for a loop that must outlive a database outage: errors are logged."""
         try:
-            self.drain()
+            self.drain(whole=whole)
         except Exception as exc:
             logger.error("could not apply stored webhook bodies; will retry", exc_info=exc,
                          extra={"action": "webhook_apply_stalled"})

@@ -38,7 +38,11 @@ logger = logging.getLogger(__name__)
 STOP_SECONDS = 15.0
 RESTART_SECONDS = 1.0
 NICENESS = 5
-GATHER_SECONDS = 0.005
+# After a batch that was not full, the applier waits this long for more bodies: at a steady
+# few thousand a second, batches of tens cost about half as much CPU a body as batches of a
+# few (measured: 325 us a body in batches of 16, 135 in batches of 64). The price: effects
+# land up to this much later.
+GATHER_SECONDS = 0.02
 
 
 class ApplierProcess:
@@ -138,13 +142,12 @@ def main() -> None:
     os.nice(NICENESS)
     try:
         while os.getppid() == parent:
-            drainer.drain_logged()
+            drainer.drain_logged(whole=False)
             readable, _, _ = select.select([fd], [], [], POLL_SECONDS)
             if readable and not os.read(fd, 65536):
                 drainer.drain_logged()  # the server is stopping: what it stored is applied
                 return
-            # Let a few more commits land: one batch of many costs less than many of few.
-            time.sleep(GATHER_SECONDS)
+            time.sleep(GATHER_SECONDS)  # let more commits land: see GATHER_SECONDS
     finally:
         if spool is not None:
             spool.close()

@@ -180,7 +180,8 @@ class DatabaseCollector(Collector):
                 InboxBody.state == "pending")
             count, oldest = session.exec(waiting).one()
             if self._spool is not None:  # SQLite: bodies wait in the spool
-                spooled, oldest_spooled = self._spool.backlog()
+                moved = session.exec(select(func.coalesce(func.max(InboxBody.id), 0))).one()
+                spooled, oldest_spooled = self._spool.backlog(above=int(moved))
                 count += spooled
                 oldest = min(filter(None, (oldest, oldest_spooled)), default=None)
             pending.add_metric([], count)

@@ -131,10 +131,12 @@ class Spool:
         connection.execute("DELETE FROM spool WHERE id <= ?", (through_id,))
         connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
-    def backlog(self) -> tuple[int, datetime | None]:
-        """How many bodies wait, and when the oldest of them was received."""
+    def backlog(self, *, above: int = 0) -> tuple[int, datetime | None]:
+        """How many bodies wait, and when the oldest of them was received. `above`: the
+        highest id in `inbox_bodies`; a body moved there keeps its spool id, and stays here
+        a little while until the applier deletes it (`forget`), so it is not counted."""
         count, oldest = self._connection().execute(
-            "SELECT count(*), min(received_at) FROM spool").fetchone()
+            "SELECT count(*), min(received_at) FROM spool WHERE id > ?", (above,)).fetchone()
         return count, datetime.fromisoformat(oldest) if oldest else None
 
     def ids_above(self, floor: int) -> None:

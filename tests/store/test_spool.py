@@ -14,7 +14,7 @@ from receiver.applier import Drainer
 from receiver.ingest import Received, _row
 from receiver.parsers import parsers
 from receiver.settings import Settings
-from store import migrate
+from store import inbox, migrate
 from store.models import ChatMessage, EventKey, InboxBody
 from store.spool import Spool, open_for, path_for
 from tests.conftest import DATA, TOKEN
@@ -67,6 +67,8 @@ def test_a_body_moved_again_after_a_crash_is_neither_stored_nor_applied_twice(
 
     spool = Spool(path)
     assert spool.backlog()[0] == 3
+    with Session(engine) as session:  # moved (under their spool ids): none waits
+        assert spool.backlog(above=inbox.max_id(session)) == (0, None)
     assert Drainer(engine, settings, lambda: NOW, spool=spool).drain() == 3  # after restart
 
     assert spool.backlog() == (0, None)
