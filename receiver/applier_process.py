@@ -37,7 +37,9 @@ logger = logging.getLogger(__name__)
 
 STOP_SECONDS = 15.0
 RESTART_SECONDS = 1.0
-NICENESS = 5
+# Acknowledgements first: with the cores busy, the applier yields and catches up afterwards
+# (measured: nice 5 -> 10 gave ~10 % more acknowledgements at full load, about as many applied).
+NICENESS = 10
 # After a batch that was not full, the applier waits this long for more bodies: at a steady
 # few thousand a second, batches of tens cost about half as much CPU a body as batches of a
 # few (measured: 325 us a body in batches of 16, 135 in batches of 64). The price: effects
