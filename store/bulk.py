@@ -166,7 +166,7 @@ class Rows:
             for start in range(0, len(rows), CHUNK):
                 chunk = self._many.values(dialect, rows[start:start + CHUNK])
                 if dialect.name == "postgresql":
-                    cursor.execute(self._unnest, [list(column) for column in zip(*chunk)])
+                    cursor.execute(self._unnest, [list(column) for column in zip(*chunk, strict=True)])
                 else:
                     sql = (self._head + "VALUES " + ", ".join([self._row] * len(chunk)) + " "
                            + self._tail)
