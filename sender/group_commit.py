@@ -37,8 +37,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.engine import Dialect
-from sqlalchemy.sql import ClauseElement
 from sqlmodel import Session
 
 from store import bulk, db
@@ -72,78 +70,12 @@ class _Later:
             return
         groups, self._groups = self._groups, {}
         connection = session.connection()
-        # Something that watches the statements (tracing, a test) sees them all through
-        # SQLAlchemy, as before.
-        watched = bool(connection.dispatch.before_cursor_execute
-                       or connection.dispatch.after_cursor_execute)
         for (_, keys), (statement, rows) in groups.items():
-            many = None if watched else _driver_many(connection.dialect, statement, keys)
+            many = bulk.for_statement(connection, statement, keys)
             if many is not None:
                 many.run(connection, rows)
             else:
                 connection.execute(statement, rows if len(rows) > 1 else rows[0])
-
-
-# (statement id, parameter names, dialect name) -> (statement, its `bulk.Many` or None)
-_PLANS: dict[tuple[int, frozenset[str], str], tuple[Any, bulk.Many | None]] = {}
-_MAX_PLANS = 512
-
-
-def _driver_many(dialect: Dialect, statement: Any,
-                 keys: frozenset[str]) -> bulk.Many | None:
-    """The statement, compiled once for these parameter names, as a `store.bulk.Many`: its
-    rows go to the driver's executemany with each value converted by the bind processor
-    SQLAlchemy would use, instead of through SQLAlchemy's per-row parameter processing
-    (most of a deferred write's CPU). SQLite only (its `?` placeholders are what `Many`
-    takes), and only for statements with nothing computed per row (no Python-side column
-    defaults, no expanding or literal parameters): anything else returns None, and
-    SQLAlchemy runs it as before."""
-    key = (id(statement), keys, dialect.name)
-    plan = _PLANS.get(key)
-    if plan is not None and plan[0] is statement:
-        return plan[1]
-    if len(_PLANS) >= _MAX_PLANS:
-        _PLANS.clear()
-    many = _compile_many(dialect, statement, keys)
-    _PLANS[key] = (statement, many)
-    return many
-
-
-def _compile_many(dialect: Dialect, statement: Any, keys: frozenset[str]) -> bulk.Many | None:
-    if dialect.paramstyle != "qmark" or not isinstance(statement, ClauseElement):
-        return None
-    try:
-        compiled: Any = statement.compile(dialect=dialect, column_keys=sorted(keys),
-                                          for_executemany=True)
-    except Exception:  # e.g. a name that is no column: SQLAlchemy says so when it runs
-        return None
-    names = compiled.positiontup
-    if (names is None or compiled.insert_prefetch or compiled.update_prefetch
-            or compiled.literal_execute_params or compiled.post_compile_params
-            or getattr(compiled, "escaped_bind_names", None)
-            or getattr(compiled, "effective_returning", None)):
-        return None
-    constants: dict[str, Any] = {}
-    for name in names:
-        bind = compiled.binds[name]
-        if name not in keys:
-            if bind.callable is not None or bind.value is None and bind.required:
-                return None
-            constants[name] = bind.value  # bound in the statement itself (a .values(x=0))
-    types = {name: compiled.binds[name].type for name in names}
-    many = bulk.Many(compiled.string, names, types)
-    return _WithConstants(many, constants) if constants else many  # type: ignore[return-value]
-
-
-class _WithConstants:
-    """A `bulk.Many` whose statement binds some values itself."""
-
-    def __init__(self, many: bulk.Many, constants: dict[str, Any]) -> None:
-        self._many = many
-        self._constants = constants
-
-    def run(self, connection: Any, rows: list[dict[str, Any]]) -> None:
-        self._many.run(connection, [self._constants | row for row in rows])
 
 
 def later(session: Session, statement: Any, params: dict[str, Any]) -> None:

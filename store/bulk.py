@@ -7,7 +7,9 @@ bind processor for the dialect, looked up once), so what is stored is exactly wh
 Core insert stores; only the per-row machinery around it is skipped.
 
 SQL is written with `?` placeholders; on PostgreSQL (psycopg) they become `%s`. Statements run
-on the connection of the caller's transaction, so they commit or roll back with it.
+on the connection of the caller's transaction, so they commit or roll back with it. They go
+past SQLAlchemy's cursor events (before/after_cursor_execute), so a tracer hooked there does
+not see them; `for_statement` leaves a watched connection's statements to SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import ClauseElement
 from sqlalchemy.types import TypeEngine
 
 Converter = Callable[[Any], Any]
@@ -58,9 +61,11 @@ class Many:
     SQLite's executemany is a loop in C: there, the statement is run once per row."""
 
     def __init__(self, sql: str | Mapping[str, str], columns: Sequence[str],
-                 types: Mapping[str, TypeEngine[Any]], *, copy: str | None = None) -> None:
+                 types: Mapping[str, TypeEngine[Any]], *, copy: str | None = None,
+                 constants: Mapping[str, Any] | None = None) -> None:
         self._sql = sql
         self._copy = copy
+        self._constants = dict(constants or {})  # values the statement itself binds
         self._columns = tuple(columns)
         self._get = itemgetter(*self._columns)
         self._types = types
@@ -89,7 +94,7 @@ class Many:
         times: dict[datetime, Any] = {}
         out = []
         for row in rows:
-            value = self._get(row)
+            value = self._get({**self._constants, **row} if self._constants else row)
             if converters:
                 value = list((value,) if single else value)
                 for index, convert in converters:
@@ -114,13 +119,15 @@ class Many:
             return
         dialect = connection.dialect
         sql, _ = self._plan(dialect)
+        values = self.values(dialect, rows)
         if self._copy is not None and dialect.name == "postgresql":
-            with _cursor(connection, self._copy) as cursor, cursor.copy(self._copy) as copy:
-                for values in self.values(dialect, rows):
-                    copy.write_row(values)
+            with _cursor(connection, self._copy) as cursor, \
+                    cursor.copy(self._copy) as copy:
+                for row in values:
+                    copy.write_row(row)
             return
         with _cursor(connection, sql) as cursor:
-            cursor.executemany(sql, self.values(dialect, rows))
+            cursor.executemany(sql, values)
 
 
 def _names(columns: Sequence[str]) -> str:
@@ -162,14 +169,67 @@ class Rows:
         """What the tail's RETURNING gives, for every chunk of rows."""
         found: list[Any] = []
         dialect = connection.dialect
-        with _cursor(connection, self._head) as cursor:
-            for start in range(0, len(rows), CHUNK):
-                chunk = self._many.values(dialect, rows[start:start + CHUNK])
-                if dialect.name == "postgresql":
-                    cursor.execute(self._unnest, [list(column) for column in zip(*chunk, strict=True)])
-                else:
-                    sql = (self._head + "VALUES " + ", ".join([self._row] * len(chunk)) + " "
-                           + self._tail)
-                    cursor.execute(sql, [value for row in chunk for value in row])
+        for start in range(0, len(rows), CHUNK):
+            chunk = self._many.values(dialect, rows[start:start + CHUNK])
+            if dialect.name == "postgresql":
+                sql, params = self._unnest, [list(c) for c in zip(*chunk, strict=True)]
+            else:
+                sql = (self._head + "VALUES " + ", ".join([self._row] * len(chunk)) + " "
+                       + self._tail)
+                params = [value for row in chunk for value in row]
+            with _cursor(connection, sql) as cursor:
+                cursor.execute(sql, params)
                 found.extend(cursor.fetchall())
         return found
+
+
+# (statement id, parameter names, dialect name) -> (the statement, its Many or None)
+_COMPILED: dict[tuple[int, frozenset[str], str], tuple[Any, Many | None]] = {}
+_MAX_COMPILED = 512
+
+
+def for_statement(connection: Connection, statement: Any,
+                  keys: frozenset[str]) -> Many | None:
+    """A SQLAlchemy Core statement, compiled once for these parameter names, as a `Many`
+    (each value converted by the bind processor SQLAlchemy would use). SQLite only (its `?`
+    placeholders are what `Many` takes), and only for statements with nothing computed per
+    row (no Python-side column defaults, no expanding or literal parameters, no RETURNING),
+    on a connection nothing watches (a tracer on the cursor events sees every statement):
+    for anything else None, and the caller runs it through SQLAlchemy."""
+    if connection.dispatch.before_cursor_execute or connection.dispatch.after_cursor_execute:
+        return None
+    dialect = connection.dialect
+    key = (id(statement), keys, dialect.name)
+    found = _COMPILED.get(key)
+    if found is not None and found[0] is statement:  # an id may be reused once freed
+        return found[1]
+    if len(_COMPILED) >= _MAX_COMPILED:
+        _COMPILED.clear()
+    many = _compile(dialect, statement, keys)
+    _COMPILED[key] = (statement, many)
+    return many
+
+
+def _compile(dialect: Dialect, statement: Any, keys: frozenset[str]) -> Many | None:
+    if dialect.paramstyle != "qmark" or not isinstance(statement, ClauseElement):
+        return None
+    try:
+        compiled: Any = statement.compile(dialect=dialect, column_keys=sorted(keys),
+                                          for_executemany=True)
+    except Exception:  # e.g. a name that is no column: SQLAlchemy says so when it runs
+        return None
+    names = compiled.positiontup
+    if (names is None or compiled.insert_prefetch or compiled.update_prefetch
+            or compiled.literal_execute_params or compiled.post_compile_params
+            or getattr(compiled, "escaped_bind_names", None)
+            or getattr(compiled, "effective_returning", None)):
+        return None
+    constants: dict[str, Any] = {}
+    for name in names:
+        bind = compiled.binds[name]
+        if name not in keys:
+            if bind.callable is not None or bind.value is None and bind.required:
+                return None
+            constants[name] = bind.value  # bound in the statement itself (a .values(x=0))
+    return Many(compiled.string, names, {name: compiled.binds[name].type for name in names},
+                constants=constants)
