@@ -3,6 +3,7 @@ milliseconds, single-quoted values in published samples."""
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from datetime import UTC, datetime, timedelta, timezone
@@ -18,8 +19,8 @@ VENDOR_LOCAL_TIME = timezone(timedelta(hours=8))
 
 def load_json(body: bytes) -> Any:
     """Parse a body; BadPayload naming what was wrong if it cannot be read."""
-    try:
-        text = body.decode("utf-8-sig")
+    try:  # not the utf-8-sig codec: it is Python code, several times slower
+        text = (body[3:] if body.startswith(codecs.BOM_UTF8) else body).decode()
     except UnicodeDecodeError:
         raise BadPayload("The body is not UTF-8 text.", code="invalid_encoding") from None
     if not text.strip():
@@ -82,6 +83,8 @@ def objects(payload: Any, *, what: str) -> list[dict[str, Any]]:
 
 def text(value: Any) -> str | None:
     """A string from a string or a number; None for anything else or blank."""
+    if type(value) is str:  # by far the most common: first
+        return value.strip() or None
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):

@@ -6,7 +6,7 @@ Every event carries its dedup `key`: the store applies an event only if its key 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -98,20 +98,29 @@ def short_key(key: str) -> str:
     return key[:120] + "#" + hashlib.sha256(key.encode()).hexdigest()
 
 
+def _limited(kind: type) -> tuple[tuple[str, int], ...]:
+    names = {f.name for f in fields(kind)}
+    return tuple((name, limit) for name, limit in LIMITS.items() if name in names)
+
+
+# Each event type's fields that have a limit (looked up once, not per event).
+_LIMITED = {kind: _limited(kind) for kind in (ChatSeen, StatusReported, TemplateChanged, Unhandled)}
+
+
 def checked(events: list[Event]) -> list[Event]:
     """`events`, refused (BadPayload) if a field is too long to store; long keys shortened,
     long display names cut."""
     result = []
     for event in events:
-        for field_name, limit in LIMITS.items():
-            value = getattr(event, field_name, None)
+        for field_name, limit in _LIMITED[type(event)]:
+            value = getattr(event, field_name)
             if isinstance(value, str) and len(value) > limit:
                 raise BadPayload(f"{field_name} is longer than {limit} characters.",
                                  code="wrong_shape")
         if event.key is not None and len(event.key) > KEY_LIMIT:
             event = replace(event, key=short_key(event.key))  # type: ignore[arg-type]
-        name = getattr(event, "customer_name", None)
-        if isinstance(name, str) and len(name) > 255:
-            event = replace(event, customer_name=name[:255])  # type: ignore[arg-type]
+        if type(event) is ChatSeen and event.customer_name is not None \
+                and len(event.customer_name) > 255:
+            event = replace(event, customer_name=event.customer_name[:255])
         result.append(event)
     return result

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -109,46 +109,68 @@ def store_batch(session: Session, items: list[Received]) -> list[str]:
 
 
 class Ingestor:
+    """The writers: threads that each take whatever has queued up, store it and commit, and
+    then go straight on to what queued meanwhile. The event loop only queues bodies and, once
+    a batch is committed, answers its requests: it is never on the path from one commit to
+    the next (measured: a writer dispatched by the loop sat idle two thirds of the time,
+    waiting for the loop to finish answering the last batch before it handed over the next)."""
+
     def __init__(self, engine: Engine, *, spool: Spool | None = None,
                  on_commit: Callable[[], None] | None = None) -> None:
         self._engine = db.writer(engine)
         self._spool = spool
         self._on_commit = on_commit
-        self._queue: asyncio.Queue[tuple[Received, asyncio.Future[str]] | None] = asyncio.Queue()
-        writers = WRITERS.get(engine.dialect.name, 1)
-        self._executor = ThreadPoolExecutor(writers, thread_name_prefix="replywindow-ingest")
-        self._writers = asyncio.Semaphore(writers)
-        self._writing: set[asyncio.Task[None]] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._writers = WRITERS.get(engine.dialect.name, 1)
+        # What waits for a writer, and the lock (with its condition) that guards it and
+        # `_idle` (how many writers are waiting for work): a writer that found nothing to do
+        # is woken by the next submission, and only then (no system call per request).
+        self._queue: deque[tuple[Received, asyncio.Future[str]]] = deque()
+        self._ready = threading.Condition(threading.Lock())
+        self._idle = 0
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._deadlines: dict[float, deque[tuple[float, asyncio.Future[str]]]] = {}
         self._closing = False
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="replywindow-ingest")
+        self._loop = asyncio.get_running_loop()
+        self._stopping = False
+        self._threads = [threading.Thread(target=self._run, name=f"replywindow-ingest-{n}",
+                                          daemon=True) for n in range(self._writers)]
+        for thread in self._threads:
+            thread.start()
         self._watchdog = asyncio.create_task(self._watch(), name="replywindow-ingest-deadlines")
 
     async def stop(self) -> None:
         """Store what is queued, then stop; later submissions are refused (503)."""
-        self._closing = True  # set and the sentinel queued with no await between: nothing
-        if self._task is not None:  # can be queued after the sentinel
-            self._queue.put_nowait(None)
-            await self._task
-            self._task = None
+        self._closing = True
+        with self._ready:
+            self._stopping = True
+            self._ready.notify_all()
+        threads, self._threads = self._threads, []
+        for thread in threads:  # each drains the queue before it ends
+            await asyncio.to_thread(thread.join)
+        # The writers' last answers were handed to the loop before they ended: let them run.
+        await asyncio.sleep(0)
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
-        self._executor.shutdown(wait=True)
+        self._loop = None
 
     async def submit(self, item: Received, *, timeout: float) -> str:
         """Store `item`; returns its stored state once it is committed. Raises Unavailable if that
         takes over `timeout` seconds: the body may still be stored, but it is not acknowledged
         (a vendor that retries is deduplicated; one that does not still finds it stored)."""
-        if self._task is None or self._closing:
+        loop = self._loop
+        if loop is None or self._closing:
             raise Unavailable("The service is starting or stopping; try again.")
-        loop = asyncio.get_running_loop()
         future: asyncio.Future[str] = loop.create_future()
-        self._queue.put_nowait((item, future))
+        with self._ready:
+            self._queue.append((item, future))
+            if self._idle:
+                self._ready.notify()
         # No timer per request: one watchdog goes through the deadlines, oldest first.
         self._deadlines.setdefault(timeout, deque()).append((loop.time() + timeout, future))
         return await future
@@ -167,51 +189,44 @@ class Ingestor:
                             "The store is slow; the body may be kept but is not "
                             "acknowledged. Retry later."))
 
-    async def _run(self) -> None:
-        try:
-            stopping = False
-            while not stopping:
-                batch: list[tuple[Received, asyncio.Future[str]]] = []
-                entry = await self._queue.get()
-                if entry is not None:
-                    await self._writers.acquire()  # meanwhile more queue up: one batch
-                while entry is not None:
-                    batch.append(entry)
-                    if len(batch) >= MAX_BATCH or self._queue.empty():
-                        break
-                    entry = self._queue.get_nowait()
-                stopping = entry is None
-                if batch:
-                    writing = asyncio.create_task(self._write_batch(batch))
-                    self._writing.add(writing)
-                    writing.add_done_callback(self._written)
-            if self._writing:
-                await asyncio.wait(self._writing)
-        finally:
-            # Cancelled (the loop is going away): nobody may be left waiting for ever.
-            while not self._queue.empty():
-                entry = self._queue.get_nowait()
-                if entry is not None and not entry[1].done():
-                    entry[1].set_exception(Unavailable("The service is stopping; retry."))
+    def _take(self) -> list[tuple[Received, asyncio.Future[str]]]:
+        """The next batch (up to MAX_BATCH, oldest first); waits for one. Empty: stop."""
+        with self._ready:
+            while not self._queue and not self._stopping:
+                self._idle += 1
+                try:
+                    self._ready.wait()
+                finally:
+                    self._idle -= 1
+            queue = self._queue
+            return [queue.popleft() for _ in range(min(MAX_BATCH, len(queue)))]
 
-    def _written(self, task: asyncio.Task[None]) -> None:
-        self._writing.discard(task)
-        self._writers.release()
+    def _run(self) -> None:
+        """A writer thread: batch after batch until stopped and nothing is left."""
+        while batch := self._take():
+            items = [item for item, _ in batch]
+            try:
+                outcome: list[str] | Exception = self._write(items)
+            except Exception as exc:
+                logger.error("could not store webhook bodies", exc_info=exc,
+                             extra={"action": "webhook_store_failed", "count": len(items)})
+                outcome = exc
+            try:
+                assert self._loop is not None
+                self._loop.call_soon_threadsafe(self._answer, batch, outcome)
+            except RuntimeError:  # the loop is gone: nobody is waiting any more
+                return
 
-    async def _write_batch(self, batch: list[tuple[Received, asyncio.Future[str]]]) -> None:
-        items = [item for item, _ in batch]
-        loop = asyncio.get_running_loop()
-        try:
-            states = await asyncio.shield(loop.run_in_executor(self._executor, self._write, items))
-        except Exception as exc:
-            logger.error("could not store webhook bodies", exc_info=exc,
-                         extra={"action": "webhook_store_failed", "count": len(items)})
+    def _answer(self, batch: list[tuple[Received, asyncio.Future[str]]],
+                outcome: list[str] | Exception) -> None:
+        """On the loop: release the batch's requests with their stored states."""
+        if isinstance(outcome, Exception):
             for _, future in batch:
                 if not future.done():
                     future.set_exception(Unavailable(
                         "The store is unavailable; the body was not kept. Retry later."))
             return
-        for (_, future), state in zip(batch, states, strict=True):
+        for (_, future), state in zip(batch, outcome, strict=True):
             if not future.done():
                 future.set_result(state)
         if self._on_commit is not None:

@@ -188,3 +188,31 @@ def test_a_batch_with_one_body_the_store_refuses_falls_back_to_body_by_body(
     assert states[1] in ("pending", "unstorable")
     assert count(engine, InboxBody) + count(engine, QuarantinedBody) == 3
     assert count(engine, ChatMessage) == (2 if states[1] == "unstorable" else 3)
+
+
+def test_bodies_submitted_together_are_stored_in_order_and_stop_keeps_what_is_queued(
+        engine: Engine, settings: Settings) -> None:
+    """Many submissions at once share commits (a writer takes what queued meanwhile), each
+    is answered with its own state, and `stop` right after stores every body already queued
+    before it returns. With one writer (SQLite) ids follow the order of submission; two
+    (PostgreSQL) commit side by side."""
+    read = parsers(settings)[("itnio", "whatsapp")]
+    raws = [json.dumps(uplink(f"q{n}", customer=f"9180000{n:05d}")).encode()
+            for n in range(300)]
+
+    async def scenario() -> list[str]:
+        writer = Ingestor(engine)
+        await writer.start()
+        jobs = [asyncio.ensure_future(writer.submit(
+            Received("itnio", "whatsapp", NOW, {}, raw, events=read(raw)), timeout=30))
+            for raw in raws]
+        await asyncio.sleep(0)  # every job queued its body
+        await writer.stop()
+        return list(await asyncio.gather(*jobs))
+
+    assert asyncio.run(scenario()) == ["pending"] * 300
+    with Session(engine) as session:
+        bodies = session.exec(select(InboxBody.body).order_by(InboxBody.id)).all()  # type: ignore[arg-type]
+    if engine.dialect.name == "sqlite":
+        assert list(bodies) == raws
+    assert sorted(bodies) == sorted(raws)

@@ -103,3 +103,18 @@ def test_postgresql_and_memory_have_no_spool() -> None:
     assert path_for("sqlite://") is None
     assert path_for("sqlite:///:memory:") is None
     assert path_for("sqlite:////var/lib/rw.db") == Path("/var/lib/rw.db-spool")
+
+
+def test_an_append_over_one_statements_rows_is_stored_whole_and_in_order(db_url: str) -> None:
+    settings = _settings(db_url)
+    spool = Spool(path_for(db_url))  # type: ignore[arg-type]
+    rows = [_uplink(settings, n) for n in range(1_100)]  # three statements' worth
+    spool.append(rows[:1])
+    spool.append(rows[1:])
+
+    stored = spool.oldest_after(0, 2_000)
+    assert [s.body for s in stored] == [r["body"] for r in rows]
+    assert [s.id for s in stored] == sorted(s.id for s in stored)
+    assert stored[5].headers == {"content-type": "application/json"}
+    assert stored[5].received_at == NOW
+    spool.close()
