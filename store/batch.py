@@ -15,7 +15,7 @@ from datetime import datetime
 from itertools import zip_longest
 from typing import Any
 
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import select
 from sqlmodel import Session
 
 from store import bulk, conversations, events, optouts
@@ -34,15 +34,11 @@ ADD_CHAT_MESSAGES = bulk.insert_many(_CHAT_MESSAGES, [
 CLAIM_KEYS = bulk.Rows(_KEYS, ("key", "inbox_body_id", "applied_at"),
                        pg_types=("text", "bigint", "timestamptz"),
                        tail='ON CONFLICT ("key") DO NOTHING RETURNING "key"')
+KNOWN_REFS = "SELECT vendor_message_id, client_ref FROM outbound_messages WHERE "
 ANY_UNKNOWN = (select(_OUTBOUND.c.id)
                .where(_OUTBOUND.c.status == "unknown", _OUTBOUND.c.channel == "whatsapp",
                       _OUTBOUND.c.vendor_message_id.is_(None))
                .limit(1))
-KNOWN_REFS = (select(_OUTBOUND.c.vendor_message_id, _OUTBOUND.c.client_ref)
-              .where(or_(_OUTBOUND.c.vendor_message_id.in_(bindparam("ids", expanding=True)),
-                         _OUTBOUND.c.client_ref.in_(bindparam("refs", expanding=True)))))
-
-
 def _chunks(items: list[Any]) -> Iterable[list[Any]]:
     for start in range(0, len(items), CHUNK):
         yield items[start:start + CHUNK]
@@ -63,10 +59,19 @@ def claim_keys(session: Session, claims: list[tuple[str, int | None]], *,
 def known_refs(session: Session, *, vendor_ids: list[str], client_refs: list[str]) -> set[str]:
     """Of these vendor message ids and client refs, the ones some outbound message carries."""
     found: set[str] = set()
+    connection = session.connection()
     for ids, refs in zip_longest(_chunks(vendor_ids), _chunks(client_refs), fillvalue=[]):
-        for vendor_id, ref in session.connection().execute(KNOWN_REFS, {"ids": ids,
-                                                                         "refs": refs}):
-            found.update(v for v in (vendor_id, ref) if v)
+        where, params = [], []
+        for column, values in (("vendor_message_id", ids), ("client_ref", refs)):
+            if values:
+                listed, more = bulk.any_of(connection.dialect, [(v,) for v in values],
+                                           ("text",))
+                where.append(f"{column} IN {listed}")
+                params.extend(more)
+        if where:
+            for vendor_id, ref in bulk.read(connection, KNOWN_REFS + " OR ".join(where),
+                                            params):
+                found.update(v for v in (vendor_id, ref) if v)
     return found
 
 

@@ -8,7 +8,7 @@ import weakref
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, bindparam, event, text, tuple_
+from sqlalchemy import Engine, bindparam, event, text
 from sqlalchemy.engine import Dialect
 from sqlmodel import Session, col, select
 
@@ -55,9 +55,8 @@ def record_inbound(session: Session, *, channel: str, account: str, customer: st
 
 
 _TABLE = Conversation.__table__  # type: ignore[attr-defined]
-IDS_OF = select(_TABLE.c.id, _TABLE.c.channel, _TABLE.c.account, _TABLE.c.customer).where(
-    tuple_(_TABLE.c.channel, _TABLE.c.account, _TABLE.c.customer)
-    .in_(bindparam("keys", expanding=True)))
+IDS_OF = ("SELECT id, channel, account, customer FROM conversations "
+          "WHERE (channel, account, customer) IN ")
 Key = tuple[str, str, str]
 
 
@@ -74,7 +73,9 @@ def record_inbounds(session: Session, rows: list[dict[str, Any]],
                               for r in [*rows, *(outbound or [])]))
     ids: dict[Key, int] = {}
     for start in range(0, len(keys), 300):  # 3 parameters a key: within SQLite's limit
-        for id_, *key in connection.execute(IDS_OF, {"keys": keys[start:start + 300]}):
+        listed, params = bulk.any_of(connection.dialect, keys[start:start + 300],
+                                     ("text", "text", "text"))
+        for id_, *key in bulk.read(connection, IDS_OF + listed, params):
             ids[tuple(key)] = id_  # type: ignore[index]
     return ids
 

@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, insert
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from store import batch, conversations, events, inbox
+from store import batch, bulk, conversations, events, inbox
+from store.db import UTCDateTime
 from store.models import ChatMessage, StatusEvent
 
 NOW = datetime(2026, 11, 24, 10, 0, 0, 123456, tzinfo=UTC)
@@ -126,3 +128,23 @@ def test_driver_errors_are_raised_as_sqlalchemy_raises_them(engine: Engine) -> N
     with pytest.raises(IntegrityError) as raised, Session(engine) as session, session.begin():
         inbox.MOVE_IN.run(session.connection(), [body, body])
     assert "91856321432" not in str(raised.value)
+
+
+@pytest.mark.parametrize("value", [
+    NOW, NOW.replace(microsecond=0), NOW.replace(microsecond=1), WHOLE_SECOND,
+    datetime(1, 1, 1, tzinfo=UTC), datetime(999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    datetime(2026, 3, 1, 0, 0, 0, 500, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
+])
+def test_utc_times_are_converted_for_sqlite_as_sqlalchemy_converts_them(value: datetime) -> None:
+    dialect = sqlite.dialect()
+    ours = bulk.converter(UTCDateTime(), dialect)
+    theirs = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert ours is not None and theirs is not None
+    assert ours(value) == theirs(value)
+
+
+def test_a_naive_time_is_refused_by_the_fast_converter_too() -> None:
+    ours = bulk.converter(UTCDateTime(), sqlite.dialect())
+    assert ours is not None
+    with pytest.raises(ValueError, match="naive"):
+        ours(datetime(2026, 11, 24, 10, 0))
