@@ -156,11 +156,12 @@ def _names(columns: Sequence[str]) -> str:
     return ", ".join(f'"{c}"' for c in columns)
 
 
-def insert_many(table: Table, columns: Sequence[str]) -> Many:
-    """A plain insert of `columns` into `table`."""
+def insert_many(table: Table, columns: Sequence[str], *, as_given: Sequence[str] = ()) -> Many:
+    """A plain insert of `columns` into `table`; those `as_given` go to the driver as they
+    come (values already in the form the column's converter would give)."""
     marks = ", ".join("?" for _ in columns)
     return Many(f"INSERT INTO {table.name} ({_names(columns)}) VALUES ({marks})", columns,
-                {c: table.c[c].type for c in columns},
+                {c: table.c[c].type for c in columns if c not in as_given},
                 copy=f"COPY {table.name} ({_names(columns)}) FROM STDIN")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -58,7 +59,8 @@ def claim_key(session: Session, *, key: str, inbox_body_id: int | None, now: dat
 _MOVED_COLUMNS = ("id", "vendor", "route", "received_at", "headers", "body", "state",
                   "dedup_key", "event_count", "detail", "applied_at")
 # Spooled bodies keep their spool ids (move_in); new ones get theirs from the database.
-MOVE_IN = bulk.insert_many(_BODIES, _MOVED_COLUMNS)
+# Their headers come as JSON text, as the JSON column's converter would make them (json.dumps).
+MOVE_IN = bulk.insert_many(_BODIES, _MOVED_COLUMNS, as_given=("headers",))
 ADD_PENDING = bulk.insert_many(_BODIES, _MOVED_COLUMNS[1:-1])
 
 
@@ -96,6 +98,8 @@ def move_in(session: Session, rows: list[dict[str, Any]]) -> dict[int, int]:
     if not rows:
         return {}
     connection = session.connection()
+    rows = [row if isinstance(row["headers"], str)
+            else {**row, "headers": json.dumps(row["headers"])} for row in rows]
     ids = [row["id"] for row in rows]
     taken = dict(connection.execute(TAKEN, {"low": min(ids), "high": max(ids)}).all())
     fresh = [row for row in rows if row["id"] not in taken]
@@ -103,8 +107,9 @@ def move_in(session: Session, rows: list[dict[str, Any]]) -> dict[int, int]:
     stored = {row["id"]: row["id"] for row in fresh}
     for row in rows:
         if row["id"] in taken and taken[row["id"]] != row["body"]:
-            stored[row["id"]] = connection.execute(
-                _ADD_ONE, {k: v for k, v in row.items() if k != "id"}).scalar_one()
+            stored[row["id"]] = connection.execute(_ADD_ONE, {
+                **{k: v for k, v in row.items() if k != "id"},
+                "headers": json.loads(row["headers"])}).scalar_one()
     return stored
 
 

@@ -54,16 +54,23 @@ class Spooled:
     vendor: str
     route: str
     received_at: datetime
-    headers: dict[str, str]
+    headers_json: str  # as stored: the JSON text `inbox_bodies.headers` stores too
     body: bytes
     state: str
     dedup_key: str | None
     event_count: int
     detail: str | None
 
+    @property
+    def headers(self) -> dict[str, str]:
+        return json.loads(self.headers_json)  # type: ignore[no-any-return]
+
     def as_inbox_row(self) -> dict[str, Any]:
+        """The row for `inbox.move_in`, its headers still JSON text (not decoded only to be
+        encoded again)."""
         return {"id": self.id, "vendor": self.vendor, "route": self.route,
-                "received_at": self.received_at, "headers": self.headers, "body": self.body,
+                "received_at": self.received_at, "headers": self.headers_json,
+                "body": self.body,
                 "state": self.state, "dedup_key": self.dedup_key,
                 "event_count": self.event_count, "detail": self.detail, "applied_at": None}
 
@@ -138,7 +145,7 @@ class Spool:
 
     def oldest_after(self, after_id: int, limit: int) -> list[Spooled]:
         """The oldest bodies past `after_id` (those moved but not yet forgotten)."""
-        return [Spooled(id_, vendor, route, datetime.fromisoformat(at), json.loads(headers),
+        return [Spooled(id_, vendor, route, datetime.fromisoformat(at), headers,
                         body, state, key, count, detail)
                 for id_, vendor, route, at, headers, body, state, key, count, detail
                 in self._connection().execute(OLDEST_AFTER, (after_id, limit))]

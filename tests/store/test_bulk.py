@@ -122,7 +122,7 @@ def test_many_conversation_upserts_match_one_at_a_time(engine: Engine) -> None:
 def test_driver_errors_are_raised_as_sqlalchemy_raises_them(engine: Engine) -> None:
     """Callers tell a refused row from a deadlock by SQLAlchemy's exception classes
     (store.db.is_transient); the driver's own would slip past them. No values are shown."""
-    body = {"id": 7, "vendor": "itnio", "route": "sms", "received_at": NOW, "headers": {},
+    body = {"id": 7, "vendor": "itnio", "route": "sms", "received_at": NOW, "headers": "{}",
             "body": b"", "state": "pending", "dedup_key": "91856321432", "event_count": 0,
             "detail": None, "applied_at": None}
     with pytest.raises(IntegrityError) as raised, Session(engine) as session, session.begin():
