@@ -64,9 +64,8 @@ def known_refs(session: Session, *, vendor_ids: list[str], client_refs: list[str
         where, params = [], []
         for column, values in (("vendor_message_id", ids), ("client_ref", refs)):
             if values:
-                listed, more = bulk.any_of(connection.dialect, [(v,) for v in values],
-                                           ("text",))
-                where.append(f"{column} IN {listed}")
+                condition, more = bulk.any_of(connection.dialect, column, values, "text")
+                where.append(condition)
                 params.extend(more)
         if where:
             for vendor_id, ref in bulk.read(connection, KNOWN_REFS + " OR ".join(where),

@@ -206,16 +206,32 @@ class Rows:
         return found
 
 
-def any_of(dialect: Dialect, values: Sequence[tuple[Any, ...]],
-           pg_types: Sequence[str]) -> tuple[str, list[Any]]:
-    """What follows `IN` to match any of `values` (tuples, one value a column), and its
-    parameters: a VALUES row each on SQLite; on PostgreSQL one array a column, unnested (the
-    text stays the same whatever the count). `values` must not be empty."""
+def any_of(dialect: Dialect, column: str, values: Sequence[Any],
+           pg_type: str) -> tuple[str, list[Any]]:
+    """The condition that `column` is one of `values` (not empty), and its parameters:
+    `IN (?, ...)` on SQLite; `= ANY(array)` on PostgreSQL (one parameter whatever the count,
+    so the statement's text stays the same)."""
+    if dialect.name == "postgresql":
+        return f"{column} = ANY(?::{pg_type}[])", [list(values)]
+    return f"{column} IN (" + ", ".join("?" for _ in values) + ")", list(values)
+
+
+def keys_table(dialect: Dialect, name: str, columns: Sequence[str],
+               values: Sequence[tuple[Any, ...]],
+               pg_types: Sequence[str]) -> tuple[str, list[Any]]:
+    """`WITH name(columns) AS (...)`: `values` (tuples, not empty) as a table to join on,
+    and its parameters. For a lookup by several columns at once: SQLite answers a row-value
+    IN by scanning the whole table (measured: 22 ms a batch of 100 keys at 200,000 rows),
+    a join with the same keys through the index (0.2 ms). PostgreSQL: one array a column,
+    unnested."""
+    head = f"WITH {name}({', '.join(columns)}) AS "
     if dialect.name == "postgresql":
         arrays = ", ".join(f"?::{type_}[]" for type_ in pg_types)
-        return f"(SELECT * FROM unnest({arrays}))", [list(c) for c in zip(*values, strict=True)]
-    row = "(" + ", ".join("?" for _ in pg_types) + ")"
-    return "(VALUES " + ", ".join([row] * len(values)) + ")", [v for r in values for v in r]
+        return (head + f"(SELECT * FROM unnest({arrays})) ",
+                [list(c) for c in zip(*values, strict=True)])
+    row = "(" + ", ".join("?" for _ in columns) + ")"
+    return head + "(VALUES " + ", ".join([row] * len(values)) + ") ", [
+        v for r in values for v in r]
 
 
 def read(connection: Connection, sql: str, params: Sequence[Any]) -> list[Any]:

@@ -55,8 +55,9 @@ def record_inbound(session: Session, *, channel: str, account: str, customer: st
 
 
 _TABLE = Conversation.__table__  # type: ignore[attr-defined]
-IDS_OF = ("SELECT id, channel, account, customer FROM conversations "
-          "WHERE (channel, account, customer) IN ")
+KEY_COLUMNS = ("channel", "account", "customer")
+IDS_OF = ("SELECT c.id, c.channel, c.account, c.customer FROM k JOIN conversations c "
+          "ON c.channel = k.channel AND c.account = k.account AND c.customer = k.customer")
 Key = tuple[str, str, str]
 
 
@@ -73,9 +74,9 @@ def record_inbounds(session: Session, rows: list[dict[str, Any]],
                               for r in [*rows, *(outbound or [])]))
     ids: dict[Key, int] = {}
     for start in range(0, len(keys), 300):  # 3 parameters a key: within SQLite's limit
-        listed, params = bulk.any_of(connection.dialect, keys[start:start + 300],
-                                     ("text", "text", "text"))
-        for id_, *key in bulk.read(connection, IDS_OF + listed, params):
+        keys_sql, params = bulk.keys_table(connection.dialect, "k", KEY_COLUMNS,
+                                           keys[start:start + 300], ("text",) * 3)
+        for id_, *key in bulk.read(connection, keys_sql + IDS_OF, params):
             ids[tuple(key)] = id_  # type: ignore[index]
     return ids
 
