@@ -100,6 +100,9 @@ class Tally:
     timeouts: int = 0
 
 
+CATCH_UP = 1.0  # seconds
+
+
 class Pacer:
     """Send slots at `rate` a second, handed to whichever connection is ready (as wrk.lua)."""
 
@@ -111,7 +114,9 @@ class Pacer:
         if not self.interval:
             return
         now = time.monotonic()
-        if self.next_at is None or self.next_at < now - self.interval:
+        # Missed slots are made up as connections come free; only those over CATCH_UP late
+        # are given up (as wrk.lua).
+        if self.next_at is None or self.next_at < now - CATCH_UP:
             self.next_at = now
         slot, self.next_at = self.next_at, self.next_at + self.interval
         if slot > now:
