@@ -102,8 +102,9 @@ def apply_many(session: Session, bodies: list[tuple[int, datetime, list[Event]]]
     context = Batch(
         claimed=batch_module.claim_keys(session, wanted, now=now),
         known_refs=batch_module.known_refs(
-            session, vendor_ids=[e.vendor_message_id for e in statuses if e.vendor_message_id],
-            client_refs=[ref for e in statuses if (ref := _client_ref(e))]),
+            session,
+            vendor_ids=[(e.channel, e.vendor_message_id) for e in statuses if e.vendor_message_id],
+            client_refs=[(e.channel, ref) for e in statuses if (ref := _client_ref(e))]),
         may_adopt=(any(e.channel == "whatsapp" for e in statuses)
                    and batch_module.any_unknown_whatsapp(session)),
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import zip_longest
 from typing import Any
 
 from sqlalchemy import select
@@ -34,7 +33,8 @@ ADD_CHAT_MESSAGES = bulk.insert_many(_CHAT_MESSAGES, [
 CLAIM_KEYS = bulk.Rows(_KEYS, ("key", "inbox_body_id", "applied_at"),
                        pg_types=("text", "bigint", "timestamptz"),
                        tail='ON CONFLICT ("key") DO NOTHING RETURNING "key"')
-KNOWN_REFS = "SELECT vendor_message_id, client_ref FROM outbound_messages WHERE "
+KNOWN_REFS = ("SELECT vendor_message_id, client_ref FROM outbound_messages "
+              "WHERE channel = ? AND ")
 ANY_UNKNOWN = (select(_OUTBOUND.c.id)
                .where(_OUTBOUND.c.status == "unknown", _OUTBOUND.c.channel == "whatsapp",
                       _OUTBOUND.c.vendor_message_id.is_(None))
@@ -56,21 +56,25 @@ def claim_keys(session: Session, claims: list[tuple[str, int | None]], *,
     return {key for (key,) in CLAIM_KEYS.run(session.connection(), rows)}
 
 
-def known_refs(session: Session, *, vendor_ids: list[str], client_refs: list[str]) -> set[str]:
-    """Of these vendor message ids and client refs, the ones some outbound message carries."""
+def known_refs(session: Session, *, vendor_ids: list[tuple[str, str]],
+               client_refs: list[tuple[str, str]]) -> set[str]:
+    """Of these (channel, vendor message id) and (channel, client ref) pairs, the ids and
+    refs that some outbound message of that channel carries. Asked channel by channel: the
+    indexes lead with the channel, and by id alone SQLite would scan the whole table."""
     found: set[str] = set()
     connection = session.connection()
-    for ids, refs in zip_longest(_chunks(vendor_ids), _chunks(client_refs), fillvalue=[]):
-        where, params = [], []
-        for column, values in (("vendor_message_id", ids), ("client_ref", refs)):
-            if values:
-                condition, more = bulk.any_of(connection.dialect, column, values, "text")
-                where.append(condition)
-                params.extend(more)
-        if where:
-            for vendor_id, ref in bulk.read(connection, KNOWN_REFS + " OR ".join(where),
-                                            params):
-                found.update(v for v in (vendor_id, ref) if v)
+    for column, pairs in (("vendor_message_id", vendor_ids), ("client_ref", client_refs)):
+        by_channel: dict[str, list[str]] = {}
+        for channel, value in pairs:
+            by_channel.setdefault(channel, []).append(value)
+        for channel, values in by_channel.items():
+            # An SMS report can be about a WhatsApp request that fell back to SMS.
+            for kept_as in ("sms", "whatsapp") if channel == "sms" else (channel,):
+                for chunk in _chunks(list(dict.fromkeys(values))):
+                    condition, params = bulk.any_of(connection.dialect, column, chunk, "text")
+                    for vendor_id, ref in bulk.read(connection, KNOWN_REFS + condition,
+                                                    [kept_as, *params]):
+                        found.update(v for v in (vendor_id, ref) if v)
     return found
 
 

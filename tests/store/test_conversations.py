@@ -3,6 +3,7 @@ SQLite and PostgreSQL: the rule is the oracle, the SQL is what runs."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -70,3 +71,28 @@ def test_a_window_read_leaves_no_read_transaction_open(tmp_path: Path) -> None:
         assert again is not None and again.last_inbound_at == later
     finally:
         engine.dispose()
+
+
+def test_a_batch_finds_its_conversations_through_the_index_not_a_scan(tmp_path: Path) -> None:
+    """The applier looks up each batch's conversation ids, and its known message refs, in a
+    table that only grows: on SQLite a row-value IN scans all of it, so the lookups must be
+    ones its planner answers from an index (EXPLAIN QUERY PLAN, on the migrated schema)."""
+    from store import batch, bulk
+
+    url = f"sqlite:///{tmp_path / 'plan.db'}"
+    migrate.upgrade(url)
+    engine = db.make_engine(url)
+    keys = [("whatsapp", "91856321412", f"9185632{n:04d}") for n in range(3)]
+    with engine.connect() as connection:
+        keys_sql, params = bulk.keys_table(connection.dialect, "k", conversations.KEY_COLUMNS,
+                                           keys, ("text",) * 3)
+        ref_ids, more = bulk.any_of(connection.dialect, "vendor_message_id", ["a", "b"], "text")
+        plans = [bulk.read(connection, "EXPLAIN QUERY PLAN " + sql, args) for sql, args in (
+            (keys_sql + conversations.IDS_OF, params),
+            (batch.KNOWN_REFS + ref_ids, ["whatsapp", *more]))]
+    engine.dispose()
+    for plan in plans:
+        steps = [step[-1] for step in plan]
+        assert not any(re.match(r"SCAN (conversations|c|outbound_messages)\b", step)
+                       for step in steps), steps
+        assert any(re.match(r"SEARCH .* USING (COVERING )?INDEX", step) for step in steps), steps
