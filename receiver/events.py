@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
 from receiver.errors import BadPayload
 
@@ -104,7 +104,7 @@ def _limited(kind: type) -> tuple[tuple[str, int], ...]:
 
 
 # Each event type's fields that have a limit (looked up once, not per event).
-_LIMITED = {kind: _limited(kind) for kind in (ChatSeen, StatusReported, TemplateChanged, Unhandled)}
+_LIMITED = {kind: _limited(kind) for kind in get_args(Event)}
 
 
 def checked(events: list[Event]) -> list[Event]:

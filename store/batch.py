@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import Session
 
-from store import bulk, conversations, events, optouts
+from store import bulk, conversations, events, messages, optouts
 from store.models import ChatMessage, EventKey, OutboundMessage, StatusEvent
 
 # Keeps each IN (...) list well inside SQLite's limit on bound parameters.
@@ -61,20 +61,19 @@ def known_refs(session: Session, *, vendor_ids: list[tuple[str, str]],
     """Of these (channel, vendor message id) and (channel, client ref) pairs, the ids and
     refs that some outbound message of that channel carries. Asked channel by channel: the
     indexes lead with the channel, and by id alone SQLite would scan the whole table."""
+    wanted: dict[tuple[str, str], dict[str, None]] = {}  # (column, channel) -> values
+    for column, pairs in (("vendor_message_id", vendor_ids), ("client_ref", client_refs)):
+        for channel, value in pairs:
+            for kept_as in messages.channels_reported_on(channel):
+                wanted.setdefault((column, kept_as), {})[value] = None
     found: set[str] = set()
     connection = session.connection()
-    for column, pairs in (("vendor_message_id", vendor_ids), ("client_ref", client_refs)):
-        by_channel: dict[str, list[str]] = {}
-        for channel, value in pairs:
-            by_channel.setdefault(channel, []).append(value)
-        for channel, values in by_channel.items():
-            # An SMS report can be about a WhatsApp request that fell back to SMS.
-            for kept_as in ("sms", "whatsapp") if channel == "sms" else (channel,):
-                for chunk in _chunks(list(dict.fromkeys(values))):
-                    condition, params = bulk.any_of(connection.dialect, column, chunk, "text")
-                    for vendor_id, ref in bulk.read(connection, KNOWN_REFS + condition,
-                                                    [kept_as, *params]):
-                        found.update(v for v in (vendor_id, ref) if v)
+    for (column, channel), values in wanted.items():
+        for chunk in _chunks(list(values)):
+            condition, params = bulk.any_of(connection.dialect, column, chunk, "text")
+            for vendor_id, ref in bulk.read(connection, KNOWN_REFS + condition,
+                                            [channel, *params]):
+                found.update(v for v in (vendor_id, ref) if v)
     return found
 
 

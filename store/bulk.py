@@ -35,6 +35,11 @@ Converter = Callable[[Any], Any]
 CHUNK = 500
 
 
+def value_rows(width: int, count: int) -> str:
+    """`count` rows of `width` placeholders, for a multi-row VALUES: "(?, ?), (?, ?)"."""
+    return ", ".join(["(" + ", ".join("?" * width) + ")"] * count)
+
+
 def _sql_for(sql: str, dialect: Dialect) -> str:
     return sql if dialect.paramstyle == "qmark" else sql.replace("?", "%s")
 
@@ -182,7 +187,7 @@ class Rows:
     def __init__(self, table: Table, columns: Sequence[str], *, pg_types: Sequence[str],
                  tail: str = "") -> None:
         self._head = f"INSERT INTO {table.name} ({_names(columns)}) "
-        self._row = "(" + ", ".join("?" for _ in columns) + ")"
+        self._width = len(columns)
         arrays = ", ".join(f"%s::{type_}[]" for type_ in pg_types)
         self._unnest = f"{self._head}SELECT * FROM unnest({arrays}) {tail}"
         self._tail = tail
@@ -197,7 +202,7 @@ class Rows:
             if dialect.name == "postgresql":
                 sql, params = self._unnest, [list(c) for c in zip(*chunk, strict=True)]
             else:
-                sql = (self._head + "VALUES " + ", ".join([self._row] * len(chunk)) + " "
+                sql = (self._head + "VALUES " + value_rows(self._width, len(chunk)) + " "
                        + self._tail)
                 params = [value for row in chunk for value in row]
             with _cursor(connection, sql) as cursor:
@@ -229,8 +234,7 @@ def keys_table(dialect: Dialect, name: str, columns: Sequence[str],
         arrays = ", ".join(f"?::{type_}[]" for type_ in pg_types)
         return (head + f"(SELECT * FROM unnest({arrays})) ",
                 [list(c) for c in zip(*values, strict=True)])
-    row = "(" + ", ".join("?" for _ in columns) + ")"
-    return head + "(VALUES " + ", ".join([row] * len(values)) + ") ", [
+    return head + f"(VALUES {value_rows(len(columns), len(values))}) ", [
         v for r in values for v in r]
 
 

@@ -94,12 +94,10 @@ def move_in(session: Session, rows: list[dict[str, Any]]) -> dict[int, int]:
     transaction; {spool id: stored id} of those stored now. An id taken by the same body
     means it was moved before (a crash between commit and spool cleanup): left out. One taken
     by another body (stored by some other way) cannot be a move: that body is stored under a
-    new id."""
+    new id. Headers come as the spool keeps them, JSON text (`Spooled.as_inbox_row`)."""
     if not rows:
         return {}
     connection = session.connection()
-    rows = [row if isinstance(row["headers"], str)
-            else {**row, "headers": json.dumps(row["headers"])} for row in rows]
     ids = [row["id"] for row in rows]
     taken = dict(connection.execute(TAKEN, {"low": min(ids), "high": max(ids)}).all())
     fresh = [row for row in rows if row["id"] not in taken]

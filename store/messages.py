@@ -35,6 +35,12 @@ def add_status_event(session: Session, **fields: Any) -> StatusEvent:
     return StatusEvent(id=event_id, **fields)
 
 
+def channels_reported_on(channel: str) -> tuple[str, ...]:
+    """The channels an outbound message a report on `channel` may be kept under: an SMS
+    report can be about a WhatsApp request that fell back to SMS (see `find_outbound`)."""
+    return ("sms", "whatsapp") if channel == "sms" else (channel,)
+
+
 def find_outbound(session: Session, *, channel: str, vendor_message_id: str | None,
                   client_ref: str | None, for_update: bool = True) -> OutboundMessage | None:
     """The outbound message a vendor report is about, by the vendor's id or our own ref.

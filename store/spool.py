@@ -27,6 +27,8 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from store.bulk import value_rows
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -43,7 +45,7 @@ OLDEST_AFTER = ("SELECT id, vendor, route, received_at, headers, body, state, de
 @functools.lru_cache(maxsize=64)
 def _append_sql(rows: int) -> str:
     return ("INSERT INTO spool (vendor, route, received_at, headers, body, state, dedup_key, "
-            "event_count, detail) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows))
+            "event_count, detail) VALUES " + value_rows(APPEND_COLUMNS, rows))
 
 
 @dataclass(frozen=True)
@@ -60,10 +62,6 @@ class Spooled:
     dedup_key: str | None
     event_count: int
     detail: str | None
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return json.loads(self.headers_json)  # type: ignore[no-any-return]
 
     def as_inbox_row(self) -> dict[str, Any]:
         """The row for `inbox.move_in`, its headers still JSON text (not decoded only to be

@@ -92,9 +92,9 @@ def test_after_stop_submissions_are_refused_not_left_waiting(engine: Engine,
         ingestor = Ingestor(engine)
         await ingestor.start()
         raw = json.dumps(uplink("m1")).encode()
+        events = parsers(settings)[("itnio", "whatsapp")](raw)
         stored = await ingestor.submit(Received("itnio", "whatsapp", NOW, {}, raw,
-                                                events=parsers(settings)[("itnio", "whatsapp")](raw)),
-                                       timeout=10)
+                                                events=events), timeout=10)
         assert stored == "pending"
         await ingestor.stop()
         with pytest.raises(Unavailable):
@@ -208,7 +208,7 @@ def test_bodies_submitted_together_are_stored_in_order_and_stop_keeps_what_is_qu
             for raw in raws]
         await asyncio.sleep(0)  # every job queued its body
         await writer.stop()
-        return list(await asyncio.gather(*jobs))
+        return list(await asyncio.wait_for(asyncio.gather(*jobs), 10))
 
     assert asyncio.run(scenario()) == ["pending"] * 300
     with Session(engine) as session:

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from sender.window import extended
-from store import conversations, db, migrate
+from store import batch, bulk, conversations, db, migrate
 
 T = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
@@ -77,8 +77,6 @@ def test_a_batch_finds_its_conversations_through_the_index_not_a_scan(tmp_path: 
     """The applier looks up each batch's conversation ids, and its known message refs, in a
     table that only grows: on SQLite a row-value IN scans all of it, so the lookups must be
     ones its planner answers from an index (EXPLAIN QUERY PLAN, on the migrated schema)."""
-    from store import batch, bulk
-
     url = f"sqlite:///{tmp_path / 'plan.db'}"
     migrate.upgrade(url)
     engine = db.make_engine(url)

@@ -3,6 +3,7 @@ whatever happens between the move and the spool's cleanup."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -115,6 +116,6 @@ def test_an_append_over_one_statements_rows_is_stored_whole_and_in_order(db_url:
     stored = spool.oldest_after(0, 2_000)
     assert [s.body for s in stored] == [r["body"] for r in rows]
     assert [s.id for s in stored] == sorted(s.id for s in stored)
-    assert stored[5].headers == {"content-type": "application/json"}
+    assert json.loads(stored[5].headers_json) == {"content-type": "application/json"}
     assert stored[5].received_at == NOW
     spool.close()
