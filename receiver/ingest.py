@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from receiver.errors import Unavailable
 from receiver.events import Event
 from store import db, inbox
 from store.spool import Spool
+from store.writer_threads import WriterThreads
 
 logger = logging.getLogger(__name__)
 
@@ -109,26 +109,17 @@ def store_batch(session: Session, items: list[Received]) -> list[str]:
 
 
 class Ingestor:
-    """The writers: threads that each take whatever has queued up, store it and commit, and
-    then go straight on to what queued meanwhile. The event loop only queues bodies and, once
-    a batch is committed, answers its requests: it is never on the path from one commit to
-    the next (measured: a writer dispatched by the loop sat idle two thirds of the time,
-    waiting for the loop to finish answering the last batch before it handed over the next)."""
+    """The event loop queues bodies for the writer threads (store/writer_threads.py) and, once
+    a batch is committed, answers its requests."""
 
     def __init__(self, engine: Engine, *, spool: Spool | None = None,
                  on_commit: Callable[[], None] | None = None) -> None:
         self._engine = db.writer(engine)
         self._spool = spool
         self._on_commit = on_commit
-        self._writers = WRITERS.get(engine.dialect.name, 1)
-        # What waits for a writer, and the lock (with its condition) that guards it and
-        # `_idle` (how many writers are waiting for work): a writer that found nothing to do
-        # is woken by the next submission, and only then (no system call per request).
-        self._queue: deque[tuple[Received, asyncio.Future[str]]] = deque()
-        self._ready = threading.Condition(threading.Lock())
-        self._idle = 0
-        self._stopping = False
-        self._threads: list[threading.Thread] = []
+        self._writers: WriterThreads[tuple[Received, asyncio.Future[str]]] = WriterThreads(
+            self._store, name="replywindow-ingest", max_batch=MAX_BATCH,
+            threads=WRITERS.get(engine.dialect.name, 1))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._deadlines: dict[float, deque[tuple[float, asyncio.Future[str]]]] = {}
@@ -136,21 +127,13 @@ class Ingestor:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._stopping = False
-        self._threads = [threading.Thread(target=self._run, name=f"replywindow-ingest-{n}",
-                                          daemon=True) for n in range(self._writers)]
-        for thread in self._threads:
-            thread.start()
+        self._writers.start()
         self._watchdog = asyncio.create_task(self._watch(), name="replywindow-ingest-deadlines")
 
     async def stop(self) -> None:
         """Store what is queued, then stop; later submissions are refused (503)."""
         self._closing = True
-        with self._ready:
-            self._stopping = True
-            self._ready.notify_all()
-        threads, self._threads = self._threads, []
-        for thread in threads:  # each drains the queue before it ends
+        for thread in self._writers.stop():  # each drains the queue before it ends
             await asyncio.to_thread(thread.join)
         # The writers' last answers were handed to the loop before they ended: let them run.
         await asyncio.sleep(0)
@@ -167,10 +150,7 @@ class Ingestor:
         if loop is None or self._closing:
             raise Unavailable("The service is starting or stopping; try again.")
         future: asyncio.Future[str] = loop.create_future()
-        with self._ready:
-            self._queue.append((item, future))
-            if self._idle:
-                self._ready.notify()
+        self._writers.put(((item, future),))
         # No timer per request: one watchdog goes through the deadlines, oldest first.
         self._deadlines.setdefault(timeout, deque()).append((loop.time() + timeout, future))
         return await future
@@ -189,33 +169,20 @@ class Ingestor:
                             "The store is slow; the body may be kept but is not "
                             "acknowledged. Retry later."))
 
-    def _take(self) -> list[tuple[Received, asyncio.Future[str]]]:
-        """The next batch (up to MAX_BATCH, oldest first); waits for one. Empty: stop."""
-        with self._ready:
-            while not self._queue and not self._stopping:
-                self._idle += 1
-                try:
-                    self._ready.wait()
-                finally:
-                    self._idle -= 1
-            queue = self._queue
-            return [queue.popleft() for _ in range(min(MAX_BATCH, len(queue)))]
-
-    def _run(self) -> None:
-        """A writer thread: batch after batch until stopped and nothing is left."""
-        while batch := self._take():
-            items = [item for item, _ in batch]
-            try:
-                outcome: list[str] | Exception = self._write(items)
-            except Exception as exc:
-                logger.error("could not store webhook bodies", exc_info=exc,
-                             extra={"action": "webhook_store_failed", "count": len(items)})
-                outcome = exc
-            try:
-                assert self._loop is not None
-                self._loop.call_soon_threadsafe(self._answer, batch, outcome)
-            except RuntimeError:  # the loop is gone: nobody is waiting any more
-                return
+    def _store(self, batch: list[tuple[Received, asyncio.Future[str]]]) -> None:
+        """In a writer thread: store a batch, and have the loop answer its requests."""
+        items = [item for item, _ in batch]
+        try:
+            outcome: list[str] | Exception = self._write(items)
+        except Exception as exc:
+            logger.error("could not store webhook bodies", exc_info=exc,
+                         extra={"action": "webhook_store_failed", "count": len(items)})
+            outcome = exc
+        try:
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._answer, batch, outcome)
+        except RuntimeError:  # the loop is gone: nobody is waiting any more
+            pass
 
     def _answer(self, batch: list[tuple[Received, asyncio.Future[str]]],
                 outcome: list[str] | Exception) -> None:

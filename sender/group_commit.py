@@ -3,7 +3,8 @@
 Every transaction of the sender (storing a bot's message and claiming it, recording what the
 vendor answered, the sweeps) is a function of a session: `work(session)`. Works handed in
 while a batch is being written wait; the next batch runs them all in one transaction, in a
-worker thread, commits once, and only then does each caller get its result. Each work is
+writer thread (store/writer_threads.py), commits once, and only then does each caller get
+its result. Each work is
 still durable before its caller hears of it, but a burst of sends costs one commit (one
 fsync on SQLite), not one each.
 
@@ -40,11 +41,15 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from store import bulk, db
+from store.writer_threads import WriterThreads
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 256
 ATTEMPTS = 4
+# The writer thread ends after this long with nothing to do (a GroupCommit has no stop); the
+# next work starts one again.
+LINGER_SECONDS = 5.0
 
 Work = Callable[[Session], Any]
 _LATER = "replywindow.group_commit.later"
@@ -137,9 +142,10 @@ class CommitFailed(Exception):
 class GroupCommit:
     def __init__(self, engine: Engine, *, max_batch: int = MAX_BATCH) -> None:
         self._engine = db.writer(engine)
-        self._max_batch = max_batch
-        self._queue: list[_Item] = []
-        self._writing = False
+        self._writer: WriterThreads[_Item] = WriterThreads(
+            self._run_batch, name="replywindow-sender-commit", max_batch=max_batch,
+            linger=LINGER_SECONDS)
+        self._handing: list[_Item] = []
         self.batches = 0  # committed batches (tests and profiles look at them)
         self.works = 0
 
@@ -148,34 +154,33 @@ class GroupCommit:
         """Run `work(session)` in the next batch; its result once that batch is committed."""
         loop = asyncio.get_running_loop()
         item = _Item(work, loop.create_future(), then, defers)
-        self._queue.append(item)
-        if not self._writing:
-            self._writing = True
-            # Not at once: works handed in by tasks that are ready now join this batch.
-            loop.call_soon(self._next_batch, loop)
+        self._handing.append(item)
+        if len(self._handing) == 1:
+            # Not at once: works handed in by tasks that are ready now go with this one.
+            loop.call_soon(self._hand_over)
         return await item.future
 
-    def _next_batch(self, loop: asyncio.AbstractEventLoop) -> None:
-        # A caller that gave up before its work started: the work is not run at all.
-        self._queue = [item for item in self._queue if not item.future.cancelled()]
-        batch, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
-        if not batch:
-            self._writing = False
-            return
-        task = loop.run_in_executor(None, self._write, [(item.work, item.defers)
-                                                         for item in batch])
-        task.add_done_callback(lambda done: self._finish(loop, batch, done))
+    def _hand_over(self) -> None:
+        items, self._handing = self._handing, []
+        self._writer.put(items)
 
-    def _finish(self, loop: asyncio.AbstractEventLoop, batch: list[_Item],
-                done: asyncio.Future[list[Any]]) -> None:
-        if done.cancelled():  # the loop is going away
-            for item in batch:
-                item.future.cancel()
+    def _run_batch(self, batch: list[_Item]) -> None:
+        """In the writer thread: run and commit a batch, and have the loop answer it."""
+        # A caller that gave up before its work started: the work is not run at all.
+        batch = [item for item in batch if not item.future.cancelled()]
+        if not batch:
             return
         try:
-            results: list[Any] = done.result()
+            results = self._write([(item.work, item.defers) for item in batch])
         except Exception as exc:  # the writer itself broke: every caller hears
             results = [_Failed(exc)] * len(batch)
+        try:
+            batch[0].future.get_loop().call_soon_threadsafe(self._finish, batch, results)
+        except RuntimeError:  # the loop is gone: nobody is waiting any more
+            pass
+
+    def _finish(self, batch: list[_Item], results: list[Any]) -> None:
+        """On the loop: follow-ups, then each caller gets its result."""
         self.batches += 1
         self.works += len(batch)
         for item, result in zip(batch, results, strict=True):
@@ -191,9 +196,8 @@ class GroupCommit:
                 item.future.set_exception(result.error)
             else:
                 item.future.set_result(result)
-        self._next_batch(loop)
 
-    # -- in the worker thread ---------------------------------------------------------------
+    # -- in the writer thread ---------------------------------------------------------------
 
     def _write(self, works: list[tuple[Work, bool]]) -> list[Any]:
         try:

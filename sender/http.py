@@ -3,12 +3,16 @@
 The clients keep speaking httpx (requests, responses, `httpx.MockTransport` fakes in tests);
 only the connection pool and the HTTP/1.1 exchange underneath are aiohttp's, which costs a
 fraction of httpcore's CPU a call (httpcore polls every pooled connection on every request).
+The exchange is made here, not by httpx-aiohttp's transport (which gives its connection pool):
+the vendors' answers are small JSON, read whole at once, where its streamed body went
+through five layers of async iterators; with the request's timeouts built once per value,
+that is ~15 % less CPU a call (measured: 192 -> 168 us against a bare local server).
 
 What a failed call means is kept as httpx's own transport said it: `sender.errors` reads
 "never sent" (connect errors and timeouts, a bad URL) as safe to retry and anything else as an
-outcome unknown. httpx-aiohttp maps every `aiohttp.ClientConnectionError` to
+outcome unknown. (httpx-aiohttp's transport maps every `aiohttp.ClientConnectionError` to
 `httpx.ConnectTimeout`, which would call a connection the vendor dropped after our request
-went out "never sent", and re-send it; the mapping here says "unknown" for those.
+went out "never sent", and re-send it; the mapping here says "unknown" for those.)
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ import functools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 import httpx
+import yarl
 from httpx._client import BoundAsyncStream, ClientState
 from httpx._exceptions import request_context
 from httpx_aiohttp import AiohttpTransport
@@ -57,52 +62,53 @@ def as_httpx_error(exc: BaseException, request: httpx.Request) -> httpx.Transpor
     return None
 
 
-def _translated(exc: BaseException, request: httpx.Request) -> BaseException:
-    # httpx-aiohttp's own mapping, if it made one, is replaced from the aiohttp error it kept.
-    cause = exc.__cause__ if isinstance(exc, httpx.TransportError) else exc
-    if cause is None or isinstance(cause, httpx.HTTPError):
-        return exc
-    return as_httpx_error(cause, request) or exc
-
-
-class _Body(httpx.AsyncByteStream):
-    """The response body, its read errors translated as the request's."""
-
-    def __init__(self, inner: httpx.AsyncByteStream, request: httpx.Request) -> None:
-        self._inner = inner
-        self._request = request
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._inner:
-                yield chunk
-        except Exception as exc:
-            translated = _translated(exc, self._request)
-            if translated is exc:
-                raise
-            raise translated from exc
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
 class VendorTransport(AiohttpTransport):
-    """`httpx_aiohttp.AiohttpTransport`, with aiohttp's errors as httpcore's would be."""
+    """`httpx_aiohttp.AiohttpTransport`'s connection pool, with the answer read whole and
+    aiohttp's errors as httpcore's would be. No proxy (the vendor clients use none)."""
 
     def __init__(self, *, limits: httpx.Limits, **kwargs: Any) -> None:
+        if kwargs.get("proxy") is not None:
+            raise ValueError("VendorTransport takes no proxy")
         super().__init__(limits=limits, **kwargs)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not isinstance(self.client, aiohttp.ClientSession):
+            self.client = self.get_client()
         try:
-            response = await super().handle_async_request(request)
+            content = await request.aread()
+            async with self.client.request(
+                    request.method, _aiohttp_url(str(request.url)),
+                    headers=[(name.decode("latin-1"), value.decode("latin-1"))
+                             for name, value in request.headers.raw],
+                    data=content or None, allow_redirects=False, auto_decompress=False,
+                    compress=False, server_hostname=request.extensions.get("sni_hostname"),
+                    timeout=_timeout(**request.extensions.get("timeout", {}))) as answer:
+                body = await answer.read()
         except Exception as exc:
-            translated = _translated(exc, request)
-            if translated is exc:
+            translated = as_httpx_error(exc, request)
+            if translated is None:
                 raise
             raise translated from exc
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        response.stream = _Body(response.stream, request)
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        if answer.reason:
+            extensions["reason_phrase"] = answer.reason.encode()
+        response = httpx.Response(answer.status, headers=answer.raw_headers,
+                                  stream=httpx.ByteStream(body), request=request,
+                                  extensions=extensions)
+        response.read()
         return response
+
+
+@functools.lru_cache(maxsize=64)
+def _timeout(connect: float | None = None, read: float | None = None,
+             write: float | None = None, pool: float | None = None) -> aiohttp.ClientTimeout:
+    """httpx's timeouts as httpx-aiohttp gives them to aiohttp (which has no write timeout)."""
+    return aiohttp.ClientTimeout(sock_connect=connect, sock_read=read, connect=pool)
+
+
+@functools.lru_cache(maxsize=256)
+def _aiohttp_url(url: str) -> yarl.URL:
+    return yarl.URL(url, encoded=True)  # httpx's URL text is encoded already
 
 
 @functools.lru_cache(maxsize=256)

@@ -109,6 +109,47 @@ def test_calls_go_out_and_share_one_kept_alive_connection() -> None:
                                   "type": "text", "text": {"body": "hi"}}
 
 
+def test_the_request_goes_out_and_the_answer_comes_back_as_they_are() -> None:
+    """The transport makes the exchange itself: the request's headers, query and bytes reach
+    the vendor as httpx built them, and the answer's status, reason, headers and body come
+    back as the vendor sent them, read whole."""
+    heads: list[bytes] = []
+    raw = b'{"status":"0","reason":"\xe6\x88\x90\xe5\x8a\x9f"}'
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        heads.append(head + await reader.readexactly(int(
+            head.split(b"Content-Length: ")[1].split(b"\r\n")[0])))
+        writer.write(b"HTTP/1.1 201 Made It\r\nX-Trace: a%20b\r\nX-Trace: c\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: "
+                     + str(len(raw)).encode() + b"\r\n\r\n" + raw)
+        await writer.drain()
+
+    async def run() -> httpx.Response:
+        async with serving(answer) as (url, _vendor), httpx.AsyncClient(
+                timeout=5, transport=VendorTransport(limits=LIMITS)) as http:
+            return await send(http, json_request(
+                http, "POST", f"{url}/wa/x?msgIds=a,b%2Cc", headers={"Sign": "s1"},
+                body={"text": "你好"}))
+
+    response = asyncio.run(run())
+
+    [head] = heads
+    assert head.startswith(b"POST /wa/x?msgIds=a,b%2Cc HTTP/1.1\r\n")
+    assert b"\r\nSign: s1\r\n" in head and b"\r\nContent-Type: application/json\r\n" in head
+    assert head.endswith(json.dumps({"text": "你好"}, ensure_ascii=False,
+                                    separators=(",", ":")).encode())
+    assert (response.status_code, response.reason_phrase) == (201, "Made It")
+    assert response.headers.get_list("x-trace") == ["a%20b", "c"]
+    assert response.content == raw and response.json() == {"status": "0", "reason": "成功"}
+    assert response.is_closed
+
+
+def test_a_vendor_transport_takes_no_proxy() -> None:
+    with pytest.raises(ValueError, match="no proxy"):
+        VendorTransport(limits=LIMITS, proxy=httpx.Proxy("http://proxy.example:3128"))
+
+
 def test_a_refused_connection_is_unavailable_never_sent() -> None:
     async def run() -> None:
         async with serving(lambda r, w: asyncio.sleep(0)) as (url, _):
