@@ -164,9 +164,9 @@ class MessageView(SimpleNamespace):
     UPDATE of what changed: the send path's common cases, without the ORM's cost."""
 
     @classmethod
-    def of(cls, row: Any) -> MessageView:
-        view = cls(**row._mapping)
-        view._original = dict(row._mapping)  # what was read; columns only are ever written
+    def of(cls, row: Mapping[str, Any]) -> MessageView:
+        view = cls(**row)
+        view._original = dict(row)  # what was read; columns only are ever written
         return view
 
     def changes(self) -> dict[str, Any]:

@@ -330,8 +330,8 @@ class Sender:
                                       vendor_message_id=called.vendor_message_id or None)
         if found is None:
             return True, None
-        if (found.status != "sending" or found.has_orphans or found.route != call.route
-                or found.channel != call.channel):
+        if (found["status"] != "sending" or found["has_orphans"] or found["route"] != call.route
+                or found["channel"] != call.channel):
             return False, None
         view = outcomes.MessageView.of(found)
         last_inbound_at = view.__dict__.pop("conversation_last_inbound_at")

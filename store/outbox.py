@@ -9,7 +9,7 @@ from sqlalchemy import bindparam, case, exists, insert, update
 from sqlalchemy.engine import Row
 from sqlmodel import Session, col, or_, select
 
-from store import conversations
+from store import bulk, conversations
 from store.models import Conversation, OptOut, OutboundMessage, StatusEvent
 
 # -- the send path's statements: Core, built once (SQLAlchemy caches their compiled form) ----
@@ -79,14 +79,14 @@ def add_row(session: Session, fields: dict[str, Any]) -> None:
 
 
 def row_for_answer(session: Session, message_id: str, *,
-                   vendor_message_id: str | None) -> Row[Any] | None:
-    """The message locked (a plain row of ANSWER_COLUMNS), with `first_answer_missing`,
+                   vendor_message_id: str | None) -> dict[str, Any] | None:
+    """The message locked (ANSWER_COLUMNS by name), with `first_answer_missing`,
     `conversation_last_inbound_at` and `has_orphans` (status events that name
     `vendor_message_id` or its client ref and were stored before we knew their message), in
     one statement."""
     _flush_pending(session)
-    return session.connection().execute(_FOR_ANSWER, {
-        "id": message_id, "vendor_message_id": vendor_message_id}).first()
+    return bulk.first(session.connection(), _FOR_ANSWER, {
+        "id": message_id, "vendor_message_id": vendor_message_id})
 
 
 def row_by_idempotency_key(session: Session, *, api_key_id: str, key: str) -> Row[Any] | None:
@@ -106,9 +106,10 @@ def route_facts(session: Session, *, channel: str, account: str,
     """What a route is decided from, in one statement: the conversation's last inbound
     message time, and whether the recipient opted out."""
     _flush_pending(session)
-    found = session.connection().execute(_ROUTE_FACTS, {
-        "channel": channel, "account": account, "customer": recipient}).one()
-    return found.last_inbound_at, bool(found.opted_out)
+    found = bulk.first(session.connection(), _ROUTE_FACTS, {
+        "channel": channel, "account": account, "customer": recipient})
+    assert found is not None  # a SELECT of two scalar subqueries has one row
+    return found["last_inbound_at"], bool(found["opted_out"])
 
 
 def record_reply(session: Session, *, channel: str, account: str, customer: str,

@@ -151,3 +151,46 @@ def test_a_naive_time_is_refused_by_the_fast_converter_too() -> None:
     assert ours is not None
     with pytest.raises(ValueError, match="naive"):
         ours(datetime(2026, 11, 24, 10, 0))
+
+
+def test_a_query_through_the_driver_reads_what_sqlalchemy_reads(engine: Engine) -> None:
+    """bulk.first: the same values, of the same types (aware UTC times, booleans, NULLs, a
+    constant bound in the statement itself), as `execute(...).first()`."""
+    from store import optouts, outbox
+
+    message = outbox.NEW_ROW | {
+        "id": "msg_q", "channel": "whatsapp", "account": "91856321412",
+        "recipient": "91856321432", "route": "sms", "status": "sending",
+        "request": {"message": {"type": "text"}}, "client_ref": "msg_q",
+        "created_at": NOW, "status_at": WHOLE_SECOND, "flagged": True,
+        "first_answer": {"id": "msg_q"}}
+    with Session(engine) as session, session.begin():
+        _conversation(session)
+        outbox.add_row(session, message)
+        optouts.record(session, customer="91856321432", opted_out=True, source="test", at=NOW)
+    cases = [
+        (outbox._FOR_ANSWER, {"id": "msg_q", "vendor_message_id": "wamid.x"}),
+        (outbox._FOR_ANSWER, {"id": "msg_missing", "vendor_message_id": None}),
+        (outbox._ROUTE_FACTS, {"channel": "whatsapp", "account": "91856321412",
+                               "customer": "91856321432"}),
+        (outbox._ROUTE_FACTS, {"channel": "whatsapp", "account": "91856321412",
+                               "customer": "nobody"}),
+    ]
+    with Session(engine) as session, session.begin():
+        connection = session.connection()
+        for statement, params in cases:
+            theirs = connection.execute(statement, params).first()
+            ours = bulk.first(connection, statement, params)
+            if theirs is None:
+                assert ours is None
+                continue
+            assert ours == dict(theirs._mapping)
+            assert [type(v) for v in ours.values()] == [type(v) for v in theirs]
+    with engine.connect() as connection:
+        found = bulk.first(connection, outbox._FOR_ANSWER,
+                           {"id": "msg_q", "vendor_message_id": None})
+    assert found is not None
+    assert (found["created_at"], found["flagged"], found["first_answer_missing"],
+            found["conversation_last_inbound_at"], found["has_orphans"]) == \
+        (NOW, True, False, NOW, False)
+    assert found["status_at"] == WHOLE_SECOND and found["status_at"].tzinfo is UTC
