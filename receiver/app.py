@@ -40,6 +40,7 @@ from sender.service import Sender
 from sender.yzj import YzjClient
 from store import db, inbox
 from store import spool as spool_module
+from store.pg_reads import AsyncReads
 from store.spool import Spool
 
 logger = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
         # httpx on aiohttp (sender/http.py); the transport also keeps the vendor metrics.
         transport = VendorMetricsTransport(
             vendor_transport or VendorTransport(limits=VENDOR_LIMITS), metrics, vendor_of)
+        reads = AsyncReads(engine.url) if engine.dialect.name == "postgresql" else None
         async with httpx.AsyncClient(timeout=timeout, transport=transport) as http:
             sender = Sender(engine, itnio=itnio_client(settings, http, clock),
                             yzj=yzj_client(settings, http, clock),
@@ -135,7 +137,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
                               applier=applier, http=http,
                               scheduler=scheduler, clock=clock, webhook_token=token,
                               parsers=read, sender=sender, notifier=notifier, pusher=pusher,
-                              metrics=metrics)
+                              metrics=metrics, reads=reads)
             if settings.run_scheduler:
                 jobs.schedule(scheduler, sender, pusher)
                 scheduler.start()
@@ -143,6 +145,8 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
                 yield {"runtime": runtime}
             finally:
                 await bot_http.aclose()
+                if reads is not None:
+                    await reads.close()
                 if scheduler.running:
                     scheduler.shutdown(wait=False)
                 for attempt in list(runtime.background):

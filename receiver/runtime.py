@@ -20,6 +20,7 @@ from receiver.parsers import Parser
 from receiver.settings import Settings
 from sender.push import BotPusher
 from sender.service import Sender
+from store.pg_reads import AsyncReads
 
 Clock = Callable[[], datetime]
 
@@ -43,6 +44,8 @@ class Runtime:
     notifier: Notifier = field(default_factory=Notifier)
     pusher: BotPusher | None = None
     metrics: Metrics | None = None
+    # PostgreSQL: the window lookups' reads, on the event loop (store/pg_reads.py).
+    reads: AsyncReads | None = None
     # Vendor calls that outlive the request that started them (kept so they are not lost).
     background: set[asyncio.Future[None]] = field(default_factory=set)
 

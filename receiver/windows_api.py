@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-import weakref
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any, Protocol
 
-from sqlalchemy import Engine
+import psycopg
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -17,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from receiver.auth import authenticate, known_caller
-from receiver.errors import ApiError, Invalid, exception_handlers
+from receiver.errors import ApiError, Invalid, Unavailable, exception_handlers
 from receiver.runtime import Runtime
 from sender.window import WINDOW, open_since, window_state
 from store import conversations
@@ -85,40 +82,30 @@ def window_body(conversation: WindowTimes | None, *, business: str, recipient: s
     }
 
 
-_readers: weakref.WeakKeyDictionary[Engine, asyncio.Semaphore] = weakref.WeakKeyDictionary()
-
-
-def _reader_slots(engine: Engine) -> asyncio.Semaphore:
-    """At most as many lookups in threads as the pool keeps connections: more would each open
-    (and close) an overflow connection, which costs more than waiting (measured with 16
-    connections on PostgreSQL: p99 about a third, and more lookups a second)."""
-    slots = _readers.get(engine)
-    if slots is None:
-        size = getattr(engine.pool, "size", lambda: 5)()
-        slots = _readers.setdefault(engine, asyncio.Semaphore(max(1, size)))
-    return slots
-
-
 async def _window(request: Request, runtime: Runtime, business: str,
                   recipient: str) -> dict[str, Any]:
     """The lookup's answer (`window_body`); `business` and `recipient` as in the path. The
     hot path for bots: async, so the common case (a configured key or one verified in the
     last seconds, see receiver/auth.py) costs no threadpool hop. On SQLite the read (one
     indexed SELECT, tens of microseconds) runs right here: measured, that beats handing it
-    to a worker thread. Other databases, and a key not yet verified, go to the threadpool."""
+    to a worker thread. On PostgreSQL it is awaited here (store/pg_reads.py). A key not yet
+    verified goes to the threadpool."""
     caller = known_caller(request, runtime) or await run_in_threadpool(authenticate, request,
                                                                          runtime)
     business = _phone(business, "business_phone")
     recipient = _phone(recipient, "recipient")
     caller.require(business)
     now = runtime.clock()
-    read = partial(conversations.window_times, runtime.engine, channel="whatsapp",
-                   account=business, customer=recipient)
-    if runtime.engine.dialect.name == "sqlite":
-        times = read()
+    if runtime.reads is None:  # SQLite
+        times = conversations.window_times(runtime.engine, channel="whatsapp",
+                                           account=business, customer=recipient)
     else:
-        async with _reader_slots(runtime.engine):
-            times = await run_in_threadpool(read)
+        try:
+            times = await conversations.window_times_pg(
+                runtime.reads, runtime.engine.dialect, channel="whatsapp", account=business,
+                customer=recipient)
+        except psycopg.OperationalError:
+            raise Unavailable("The database cannot be reached; try again.") from None
     return window_body(times, business=business, recipient=recipient, now=now,
                        margin=runtime.margin)
 

@@ -15,6 +15,7 @@ from sqlmodel import Session, col, select
 from store import bulk
 from store.db import UTCDateTime
 from store.models import Conversation
+from store.pg_reads import AsyncReads
 
 # Plain SQL both databases speak, so it is compiled once (see store/inbox.py CLAIM). The
 # window only grows: a late, older message changes nothing. SET sees the old row throughout.
@@ -129,11 +130,6 @@ class WindowTimes(NamedTuple):
 # (uq_conversations_key), no ORM object, no transaction around it.
 WINDOW_SQL = ("SELECT last_inbound_at, last_outbound_at FROM conversations "
               "WHERE channel = ? AND account = ? AND customer = ?")
-WINDOW_TEXT = text(
-    "SELECT last_inbound_at, last_outbound_at FROM conversations "
-    "WHERE channel = :channel AND account = :account AND customer = :customer"
-).columns(last_inbound_at=UTCDateTime(), last_outbound_at=UTCDateTime())
-
 _TIME = UTCDateTime()
 _time_readers: weakref.WeakKeyDictionary[Dialect, Any] = weakref.WeakKeyDictionary()
 
@@ -192,35 +188,43 @@ def _close_readers(engine: Engine) -> None:
 def window_times(engine: Engine, *, channel: str, account: str,
                  customer: str) -> WindowTimes | None:
     """The conversation's window times, or None if it has none: one statement, one snapshot.
+    SQLite (PostgreSQL: `window_times_pg`).
 
-    SQLite: a read-only connection of this thread's own, in sqlite3's autocommit mode (a
+    A read-only connection of this thread's own, in sqlite3's autocommit mode (a
     pooled one costs a checkout and a reset on return, more than the read; the engine's
     `begin` hook would wrap a SQLAlchemy connection in BEGIN ... ROLLBACK). A single SELECT
     is its own read transaction; it never waits for a writer under WAL. Fast enough (tens of
     microseconds) to run on the event loop.
-    Other databases: Core text() on an AUTOCOMMIT connection (no BEGIN/ROLLBACK round trips).
     """
-    if engine.dialect.name == "sqlite":
-        cursor = _sqlite_reader(engine)
-        if cursor is not None:
-            # Every row fetched: the statement finishes, and with it the read transaction
-            # (one left open would hold its snapshot, and keep the WAL from being reset).
-            rows = cursor.execute(WINDOW_SQL, (channel, account, customer)).fetchall()
-            found = rows[0] if rows else None
-        else:
-            raw = engine.raw_connection()
-            try:
-                found = raw.cursor().execute(WINDOW_SQL, (channel, account, customer)).fetchone()
-            finally:
-                raw.close()
-        if found is None:
-            return None
-        convert = _time_reader(engine.dialect)
-        return WindowTimes(convert(found[0]), convert(found[1]))
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        row = conn.execute(WINDOW_TEXT, {"channel": channel, "account": account,
-                                         "customer": customer}).first()
-    return None if row is None else WindowTimes(row[0], row[1])
+    cursor = _sqlite_reader(engine)
+    if cursor is not None:
+        # Every row fetched: the statement finishes, and with it the read transaction
+        # (one left open would hold its snapshot, and keep the WAL from being reset).
+        rows = cursor.execute(WINDOW_SQL, (channel, account, customer)).fetchall()
+        found = rows[0] if rows else None
+    else:
+        raw = engine.raw_connection()
+        try:
+            found = raw.cursor().execute(WINDOW_SQL, (channel, account, customer)).fetchone()
+        finally:
+            raw.close()
+    if found is None:
+        return None
+    convert = _time_reader(engine.dialect)
+    return WindowTimes(convert(found[0]), convert(found[1]))
+
+
+async def window_times_pg(reads: AsyncReads, dialect: Dialect, *, channel: str, account: str,
+                          customer: str) -> WindowTimes | None:
+    """`window_times` on PostgreSQL, awaited on the event loop (store/pg_reads.py)."""
+    found = await reads.one(_WINDOW_PG, (channel, account, customer))
+    if found is None:
+        return None
+    convert = _time_reader(dialect)
+    return WindowTimes(convert(found[0]), convert(found[1]))
+
+
+_WINDOW_PG = WINDOW_SQL.replace("?", "%s")
 
 
 def by_last_inbound(session: Session, *, after: datetime, until: datetime, unanswered: bool,

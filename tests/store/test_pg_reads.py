@@ -1,0 +1,99 @@
+"""PostgreSQL reads on the event loop (store/pg_reads.py), against the real server."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from sqlmodel import Session
+from starlette.testclient import TestClient
+
+from store import conversations
+from store.pg_reads import AsyncReads
+from tests.conftest import _truncate_all
+
+T = datetime(2026, 11, 24, 10, 0, 0, 123456, tzinfo=UTC)
+
+
+@pytest.fixture
+def db_url(pg_url: str | None) -> str:
+    """PostgreSQL only (the conftest's db_url, without its SQLite half)."""
+    if pg_url is None:
+        pytest.skip("TEST_DATABASE_URL is not set: no PostgreSQL to test against")
+    _truncate_all(pg_url)
+    return pg_url
+
+
+@pytest.fixture
+def pg_engine(engine: Engine) -> Engine:
+    with Session(engine) as session, session.begin():
+        conversations.record_inbound(session, channel="whatsapp", account="91856321412",
+                                     customer="91856321432", message_at=T, message_id="m0",
+                                     customer_name=None, now=T)
+    return engine
+
+
+def _times(engine: Engine, reads: AsyncReads, customer: str) -> conversations.WindowTimes | None:
+    return asyncio.run(_read_then_close(engine, reads, customer))
+
+
+async def _read_then_close(engine: Engine, reads: AsyncReads,
+                           customer: str) -> conversations.WindowTimes | None:
+    try:
+        return await conversations.window_times_pg(
+            reads, engine.dialect, channel="whatsapp", account="91856321412", customer=customer)
+    finally:
+        await reads.close()
+
+
+def test_a_window_is_read_as_sqlalchemy_reads_it(pg_engine: Engine) -> None:
+    found = _times(pg_engine, AsyncReads(pg_engine.url), "91856321432")
+    assert found is not None
+    assert found.last_inbound_at == T and found.last_inbound_at.tzinfo is UTC
+    assert found.last_outbound_at is None
+    assert _times(pg_engine, AsyncReads(pg_engine.url), "nobody") is None
+
+
+def test_a_connection_the_server_ended_is_replaced_and_the_read_answered(
+        pg_engine: Engine) -> None:
+    async def scenario() -> tuple[int, int, conversations.WindowTimes | None]:
+        reads = AsyncReads(pg_engine.url, size=1)
+        try:
+            first = await reads.one("SELECT pg_backend_pid()", ())
+            assert first is not None
+            with psycopg.connect(pg_engine.url.set(drivername="postgresql").render_as_string(
+                    hide_password=False), autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (first[0],))
+            again = await reads.one("SELECT pg_backend_pid()", ())
+            assert again is not None
+            window = await conversations.window_times_pg(
+                reads, pg_engine.dialect, channel="whatsapp", account="91856321412",
+                customer="91856321432")
+            return first[0], again[0], window
+        finally:
+            await reads.close()
+
+    before, after, window = asyncio.run(scenario())
+    assert before != after
+    assert window is not None and window.last_inbound_at == T
+
+
+def test_an_unreachable_server_raises_its_error() -> None:
+    reads = AsyncReads(make_url("postgresql+psycopg://nobody@127.0.0.1:1/none"))
+    with pytest.raises(psycopg.OperationalError):
+        asyncio.run(reads.one("SELECT 1", ()))
+
+
+def test_a_lookup_while_the_database_is_unreachable_is_a_503(
+        client: TestClient, auth: dict[str, str]) -> None:
+    runtime = client.app_state["runtime"]
+    runtime.reads = AsyncReads(make_url("postgresql+psycopg://nobody@127.0.0.1:1/none"))
+
+    answer = client.get("/v1/windows/whatsapp/91856321412/91856321432", headers=auth)
+
+    assert answer.status_code == 503
+    assert answer.json()["error"] == "unavailable"
