@@ -40,7 +40,6 @@ from sender.service import Sender
 from sender.yzj import YzjClient
 from store import db, inbox
 from store import spool as spool_module
-from store.pg_reads import AsyncReads
 from store.spool import Spool
 
 logger = logging.getLogger(__name__)
@@ -123,7 +122,10 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
         # httpx on aiohttp (sender/http.py); the transport also keeps the vendor metrics.
         transport = VendorMetricsTransport(
             vendor_transport or VendorTransport(limits=VENDOR_LIMITS), metrics, vendor_of)
-        reads = AsyncReads(engine.url) if engine.dialect.name == "postgresql" else None
+        reads = None
+        if engine.dialect.name == "postgresql":
+            from store.pg_reads import AsyncReads  # psycopg: only where it is used
+            reads = AsyncReads(engine.url)
         async with httpx.AsyncClient(timeout=timeout, transport=transport) as http:
             sender = Sender(engine, itnio=itnio_client(settings, http, clock),
                             yzj=yzj_client(settings, http, clock),

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -20,7 +21,9 @@ from receiver.parsers import Parser
 from receiver.settings import Settings
 from sender.push import BotPusher
 from sender.service import Sender
-from store.pg_reads import AsyncReads
+
+if TYPE_CHECKING:  # psycopg is imported only on PostgreSQL
+    from store.pg_reads import AsyncReads
 
 Clock = Callable[[], datetime]
 

@@ -6,7 +6,6 @@ import re
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-import psycopg
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -17,7 +16,7 @@ from receiver.auth import authenticate, known_caller
 from receiver.errors import ApiError, Invalid, Unavailable, exception_handlers
 from receiver.runtime import Runtime
 from sender.window import WINDOW, open_since, window_state
-from store import conversations
+from store import conversations, db
 
 # ASCII digits only (\d also takes other scripts' digits), matched whole (`$` lets "\n" by).
 PHONE = re.compile(r"\+?[0-9]{7,14}")
@@ -104,7 +103,7 @@ async def _window(request: Request, runtime: Runtime, business: str,
             times = await conversations.window_times_pg(
                 runtime.reads, runtime.engine.dialect, channel="whatsapp", account=business,
                 customer=recipient)
-        except psycopg.OperationalError:
+        except db.Unreachable:
             raise Unavailable("The database cannot be reached; try again.") from None
     return window_body(times, business=business, recipient=recipient, now=now,
                        margin=runtime.margin)

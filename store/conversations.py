@@ -6,7 +6,7 @@ import sqlite3
 import threading
 import weakref
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import Engine, bindparam, event, text
 from sqlalchemy.engine import Dialect
@@ -15,7 +15,9 @@ from sqlmodel import Session, col, select
 from store import bulk
 from store.db import UTCDateTime
 from store.models import Conversation
-from store.pg_reads import AsyncReads
+
+if TYPE_CHECKING:  # psycopg is imported only on PostgreSQL
+    from store.pg_reads import AsyncReads
 
 # Plain SQL both databases speak, so it is compiled once (see store/inbox.py CLAIM). The
 # window only grows: a late, older message changes nothing. SET sees the old row throughout.

@@ -118,6 +118,11 @@ def writer(engine: Engine) -> Engine:
 TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
 
 
+class Unreachable(Exception):
+    """The database could not be reached (raised where a driver's own error would otherwise
+    reach the HTTP layer: store/pg_reads.py)."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying the whole transaction may succeed."""
     from sqlalchemy.exc import DBAPIError

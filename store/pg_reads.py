@@ -9,7 +9,9 @@ statement on the server after a few uses: 7,070 lookups/s, ~140 us of CPU a look
 
 A connection that broke while it waited (the server restarted) is noticed when a read fails
 on it: the read is tried once more on a fresh connection (reads can be repeated), and a
-read that fails on a fresh one raises psycopg's error.
+read that fails on a fresh one raises `store.db.Unreachable`.
+
+Imported only on PostgreSQL: psycopg costs a SQLite process ~10 MB.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any
 
 import psycopg
 from sqlalchemy.engine import URL
+
+from store.db import Unreachable
 
 CONNECT_TIMEOUT = 5
 
@@ -36,6 +40,12 @@ class AsyncReads:
 
     async def one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
         """The first row of `sql` (psycopg's %s placeholders), or None."""
+        try:
+            return await self._one(sql, params)
+        except psycopg.OperationalError as exc:
+            raise Unreachable(str(exc)) from exc
+
+    async def _one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
         async with self._slots:
             reused = bool(self._idle)
             connection = self._idle.pop() if reused else await self._connect()
