@@ -33,13 +33,19 @@ class Recorder:
             return [item for batch in self.batches for item in batch]
 
 
-def test_what_queues_while_a_batch_is_written_goes_in_the_next_oldest_first() -> None:
+def _busy(first: int, *, max_batch: int) -> tuple[Recorder, WriterThreads[int], threading.Event]:
+    """A started writer that has taken [first] and holds it until the gate is set."""
     gate = threading.Event()
     seen = Recorder(gate=gate)
-    writer = WriterThreads(seen.handle, name="test-writer", max_batch=3)
+    writer = WriterThreads(seen.handle, name="test-writer", max_batch=max_batch)
     writer.start()
-    writer.put([0])
-    time.sleep(0.05)  # the first batch is taken, held at the gate
+    writer.put([first])
+    time.sleep(0.05)
+    return seen, writer, gate
+
+
+def test_what_queues_while_a_batch_is_written_goes_in_the_next_oldest_first() -> None:
+    seen, writer, gate = _busy(0, max_batch=3)
     writer.put(range(1, 8))
     gate.set()
 
@@ -51,12 +57,7 @@ def test_what_queues_while_a_batch_is_written_goes_in_the_next_oldest_first() ->
 
 
 def test_stopping_writes_what_is_queued_first() -> None:
-    gate = threading.Event()
-    seen = Recorder(gate=gate)
-    writer = WriterThreads(seen.handle, name="test-writer", max_batch=100)
-    writer.start()
-    writer.put([1])
-    time.sleep(0.05)
+    seen, writer, gate = _busy(1, max_batch=100)
     writer.put([2, 3])
     threads = writer.stop()
     gate.set()
