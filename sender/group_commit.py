@@ -4,9 +4,8 @@ Every transaction of the sender (storing a bot's message and claiming it, record
 vendor answered, the sweeps) is a function of a session: `work(session)`. Works handed in
 while a batch is being written wait; the next batch runs them all in one transaction, in a
 writer thread (store/writer_threads.py), commits once, and only then does each caller get
-its result. Each work is
-still durable before its caller hears of it, but a burst of sends costs one commit (one
-fsync on SQLite), not one each.
+its result. Each work is still durable before its caller hears of it, but a burst of sends
+costs one commit (one fsync on SQLite), not one each.
 
 Works share the transaction, not their view of it: each gets the session with an empty
 identity map, so an ORM object loaded by one work is never a stale copy of a row another
@@ -174,7 +173,7 @@ class GroupCommit:
             results = self._write([(item.work, item.defers) for item in batch])
         except Exception as exc:  # the writer itself broke: every caller hears
             results = [_Failed(exc)] * len(batch)
-        try:
+        try:  # (a GroupCommit serves one event loop: its callers')
             batch[0].future.get_loop().call_soon_threadsafe(self._finish, batch, results)
         except RuntimeError:  # the loop is gone: nobody is waiting any more
             pass

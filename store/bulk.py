@@ -256,14 +256,15 @@ class Query:
     def __init__(self, sql: str, params: Sequence[tuple[str, Any, Converter | None]],
                  columns: Sequence[tuple[str, Converter | None]]) -> None:
         self._sql = sql
-        self._params = params  # (name, the value bound in the statement, converter)
+        # (name, the value bound in the statement or _REQUIRED, converter)
+        self._params = params
         self._keys = tuple(key for key, _ in columns)
         self._processors = [(i, p) for i, (_, p) in enumerate(columns) if p is not None]
 
     def first(self, connection: Connection, params: Mapping[str, Any]) -> dict[str, Any] | None:
         values = []
         for name, constant, convert in self._params:
-            value = params.get(name, constant)
+            value = params[name] if constant is _REQUIRED else params.get(name, constant)
             values.append(convert(value) if convert is not None and value is not None
                           else value)
         with _cursor(connection, self._sql) as cursor:
@@ -277,6 +278,7 @@ class Query:
         return dict(zip(self._keys, row, strict=True))
 
 
+_REQUIRED = object()  # a parameter the caller must give
 _QUERIES: dict[tuple[int, str], tuple[Any, Query | None]] = {}
 
 
@@ -308,8 +310,8 @@ def _compile_query(dialect: Dialect, statement: Any) -> Query | None:
             or getattr(compiled, "escaped_bind_names", None)
             or any(compiled.binds[name].callable is not None for name in names)):
         return None
-    params = [(name, compiled.binds[name].value, converter(compiled.binds[name].type, dialect))
-              for name in names]
+    params = [(name, _REQUIRED if bind.required else bind.value, converter(bind.type, dialect))
+              for name, bind in ((name, compiled.binds[name]) for name in names)]
     columns = [(key, column.type.dialect_impl(dialect).result_processor(dialect, None))
                for key, column in statement.selected_columns.items()]
     return Query(compiled.string, params, columns)
