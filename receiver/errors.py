@@ -8,7 +8,7 @@
     ├── MethodNotAllowed     405  (webhooks; elsewhere Starlette's router answers it)
     ├── PayloadTooLarge      413  over 1 MiB
     ├── Invalid              422  a request that breaks a documented rule
-    └── Unavailable          503  the store can't be reached; the vendor should retry
+    └── Unavailable          503  the store can't be reached; retry (also any OperationalError)
 """
 
 from __future__ import annotations
@@ -16,9 +16,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+from store.db import Unreachable
 
 logger = logging.getLogger(__name__)
 
@@ -106,4 +109,28 @@ def _unexpected(_request: Request, exc: Exception) -> Response:
     )
 
 
-exception_handlers = {ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected}
+def _database_unavailable(request: Request, exc: Exception) -> Response:
+    # Connection refused or lost, a lock waited on past its timeout: the client can retry,
+    # nothing was half done (its transaction rolled back). Logged in full all the same: a
+    # driver says "operational" of a few mistakes of ours too (SQLite's "no such table").
+    logger.error("the database could not serve a request", exc_info=exc,
+                 extra={"action": "database_unavailable"})
+    return _api_error(request, Unavailable("The database cannot be reached just now; retry."))
+
+
+exception_handlers = {ApiError: _api_error, HTTPException: _http_error,
+                      OperationalError: _database_unavailable,
+                      Unreachable: _database_unavailable, Exception: _unexpected}
+
+
+def handler_for(exc: Exception) -> Any:
+    """The handler Starlette's ExceptionMiddleware would pick for `exc` (its nearest class);
+    `_unexpected` (a 500, and the error re-raised) is ServerErrorMiddleware's."""
+    for kind in type(exc).__mro__:
+        if kind in exception_handlers:
+            return exception_handlers[kind]
+    return _unexpected
+
+
+def is_unexpected(handler: Any) -> bool:
+    return handler is _unexpected

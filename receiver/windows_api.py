@@ -13,10 +13,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from receiver.auth import authenticate, known_caller
-from receiver.errors import ApiError, Invalid, Unavailable, exception_handlers
+from receiver.errors import Invalid, handler_for, is_unexpected
 from receiver.runtime import Runtime
 from sender.window import WINDOW, open_since, window_state
-from store import conversations, db
+from store import conversations
 
 # ASCII digits only (\d also takes other scripts' digits), matched whole (`$` lets "\n" by).
 PHONE = re.compile(r"\+?[0-9]{7,14}")
@@ -99,12 +99,9 @@ async def _window(request: Request, runtime: Runtime, business: str,
         times = conversations.window_times(runtime.engine, channel="whatsapp",
                                            account=business, customer=recipient)
     else:
-        try:
-            times = await conversations.window_times_pg(
-                runtime.reads, runtime.engine.dialect, channel="whatsapp", account=business,
-                customer=recipient)
-        except db.Unreachable:
-            raise Unavailable("The database cannot be reached; try again.") from None
+        times = await conversations.window_times_pg(
+            runtime.reads, runtime.engine.dialect, channel="whatsapp", account=business,
+            customer=recipient)
     return window_body(times, business=business, recipient=recipient, now=now,
                        margin=runtime.margin)
 
@@ -175,9 +172,10 @@ async def answer_lookup(scope: Scope, receive: Any, send: Any, business: str,
     try:
         response: Response = JSONResponse(
             await _window(request, scope["state"]["runtime"], business, recipient))
-    except ApiError as exc:  # as Starlette's ExceptionMiddleware answers it
-        response = exception_handlers[ApiError](request, exc)
-    except Exception as exc:  # as ServerErrorMiddleware does: log, answer 500, re-raise
-        await exception_handlers[Exception](request, exc)(scope, receive, send)
-        raise
+    except Exception as exc:
+        handler = handler_for(exc)
+        if is_unexpected(handler):  # as ServerErrorMiddleware does: log, answer 500, re-raise
+            await handler(request, exc)(scope, receive, send)
+            raise
+        response = handler(request, exc)  # as Starlette's ExceptionMiddleware answers it
     await response(scope, receive, send)

@@ -91,6 +91,14 @@ def _truncate_all(url: str) -> None:
     engine.dispose()
 
 
+def postgres_only(pg_url: str | None) -> str:
+    """For a test module's own `db_url` fixture: the PostgreSQL half of the one below."""
+    if pg_url is None:
+        pytest.skip("TEST_DATABASE_URL is not set: no PostgreSQL to test against")
+    _truncate_all(pg_url)
+    return pg_url
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":

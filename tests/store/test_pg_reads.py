@@ -10,22 +10,17 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
-from starlette.testclient import TestClient
 
 from store import conversations, db
 from store.pg_reads import AsyncReads
-from tests.conftest import _truncate_all
+from tests.conftest import postgres_only
 
 T = datetime(2026, 11, 24, 10, 0, 0, 123456, tzinfo=UTC)
 
 
 @pytest.fixture
 def db_url(pg_url: str | None) -> str:
-    """PostgreSQL only (the conftest's db_url, without its SQLite half)."""
-    if pg_url is None:
-        pytest.skip("TEST_DATABASE_URL is not set: no PostgreSQL to test against")
-    _truncate_all(pg_url)
-    return pg_url
+    return postgres_only(pg_url)
 
 
 @pytest.fixture
@@ -86,14 +81,3 @@ def test_an_unreachable_server_is_said_so() -> None:
     reads = AsyncReads(make_url("postgresql+psycopg://nobody@127.0.0.1:1/none"))
     with pytest.raises(db.Unreachable):
         asyncio.run(reads.one("SELECT 1", ()))
-
-
-def test_a_lookup_while_the_database_is_unreachable_is_a_503(
-        client: TestClient, auth: dict[str, str]) -> None:
-    runtime = client.app_state["runtime"]
-    runtime.reads = AsyncReads(make_url("postgresql+psycopg://nobody@127.0.0.1:1/none"))
-
-    answer = client.get("/v1/windows/whatsapp/91856321412/91856321432", headers=auth)
-
-    assert answer.status_code == 503
-    assert answer.json()["error"] == "unavailable"
