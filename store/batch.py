@@ -39,6 +39,8 @@ ANY_UNKNOWN = (select(_OUTBOUND.c.id)
                .where(_OUTBOUND.c.status == "unknown", _OUTBOUND.c.channel == "whatsapp",
                       _OUTBOUND.c.vendor_message_id.is_(None))
                .limit(1))
+
+
 def _chunks(items: list[Any]) -> Iterable[list[Any]]:
     for start in range(0, len(items), CHUNK):
         yield items[start:start + CHUNK]

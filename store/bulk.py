@@ -218,7 +218,7 @@ def any_of(dialect: Dialect, column: str, values: Sequence[Any],
     so the statement's text stays the same)."""
     if dialect.name == "postgresql":
         return f"{column} = ANY(?::{pg_type}[])", [list(values)]
-    return f"{column} IN (" + ", ".join("?" for _ in values) + ")", list(values)
+    return f"{column} IN {value_rows(len(values), 1)}", list(values)
 
 
 def keys_table(dialect: Dialect, name: str, columns: Sequence[str],
@@ -279,22 +279,13 @@ class Query:
 
 
 _REQUIRED = object()  # a parameter the caller must give
-_QUERIES: dict[tuple[int, str], tuple[Any, Query | None]] = {}
 
 
 def first(connection: Connection, statement: Any, params: Mapping[str, Any]) -> dict[str, Any] | None:
     """`connection.execute(statement, params).first()` as a dict of its columns: through
     the driver (`Query`) where it can be, else through SQLAlchemy."""
-    query = None
-    if not (connection.dispatch.before_cursor_execute
-            or connection.dispatch.after_cursor_execute):
-        key = (id(statement), connection.dialect.name)
-        found = _QUERIES.get(key)
-        if found is None or found[0] is not statement:  # an id may be reused once freed
-            if len(_QUERIES) >= _MAX_COMPILED:
-                _QUERIES.clear()
-            found = _QUERIES[key] = (statement, _compile_query(connection.dialect, statement))
-        query = found[1]
+    query: Query | None = _once(connection, statement, "query",
+                                lambda: _compile_query(connection.dialect, statement))
     if query is not None:
         return query.first(connection, params)
     row = connection.execute(statement, params).first()
@@ -317,9 +308,24 @@ def _compile_query(dialect: Dialect, statement: Any) -> Query | None:
     return Query(compiled.string, params, columns)
 
 
-# (statement id, parameter names, dialect name) -> (the statement, its Many or None)
-_COMPILED: dict[tuple[int, frozenset[str], str], tuple[Any, Many | None]] = {}
+# (statement id, what it is compiled as, dialect name) -> (the statement, what it compiled to)
+_COMPILED: dict[tuple[int, Any, str], tuple[Any, Any]] = {}
 _MAX_COMPILED = 512
+
+
+def _once(connection: Connection, statement: Any, as_: Any, compile: Callable[[], Any]) -> Any:
+    """`compile()`'s result for `statement` (compiled `as_` this, on this dialect), made once;
+    None on a connection something watches (a tracer on the cursor events sees every
+    statement: what goes past SQLAlchemy is left to it)."""
+    if connection.dispatch.before_cursor_execute or connection.dispatch.after_cursor_execute:
+        return None
+    key = (id(statement), as_, connection.dialect.name)
+    found = _COMPILED.get(key)
+    if found is None or found[0] is not statement:  # an id may be reused once freed
+        if len(_COMPILED) >= _MAX_COMPILED:
+            _COMPILED.clear()
+        found = _COMPILED[key] = (statement, compile())
+    return found[1]
 
 
 def for_statement(connection: Connection, statement: Any,
@@ -328,19 +334,10 @@ def for_statement(connection: Connection, statement: Any,
     (each value converted by the bind processor SQLAlchemy would use). SQLite only (its `?`
     placeholders are what `Many` takes), and only for statements with nothing computed per
     row (no Python-side column defaults, no expanding or literal parameters, no RETURNING),
-    on a connection nothing watches (a tracer on the cursor events sees every statement):
-    for anything else None, and the caller runs it through SQLAlchemy."""
-    if connection.dispatch.before_cursor_execute or connection.dispatch.after_cursor_execute:
-        return None
-    dialect = connection.dialect
-    key = (id(statement), keys, dialect.name)
-    found = _COMPILED.get(key)
-    if found is not None and found[0] is statement:  # an id may be reused once freed
-        return found[1]
-    if len(_COMPILED) >= _MAX_COMPILED:
-        _COMPILED.clear()
-    many = _compile(dialect, statement, keys)
-    _COMPILED[key] = (statement, many)
+    on a connection nothing watches: for anything else None, and the caller runs it through
+    SQLAlchemy."""
+    many: Many | None = _once(connection, statement, keys,
+                              lambda: _compile(connection.dialect, statement, keys))
     return many
 
 

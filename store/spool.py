@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS spool (
   headers TEXT NOT NULL, body BLOB NOT NULL, state TEXT NOT NULL,
   dedup_key TEXT, event_count INTEGER NOT NULL, detail TEXT
 )"""
-APPEND_COLUMNS = 9
+_APPENDED = ("vendor", "route", "received_at", "headers", "body", "state", "dedup_key",
+             "event_count", "detail")
+APPEND_COLUMNS = len(_APPENDED)
 APPEND_ROWS = 512  # 4,608 parameters: well within SQLite's limit (32,766 since 3.32)
 OLDEST_AFTER = ("SELECT id, vendor, route, received_at, headers, body, state, dedup_key, "
                 "event_count, detail FROM spool WHERE id > ? ORDER BY id LIMIT ?")
@@ -44,8 +46,8 @@ OLDEST_AFTER = ("SELECT id, vendor, route, received_at, headers, body, state, de
 
 @functools.lru_cache(maxsize=64)
 def _append_sql(rows: int) -> str:
-    return ("INSERT INTO spool (vendor, route, received_at, headers, body, state, dedup_key, "
-            "event_count, detail) VALUES " + value_rows(APPEND_COLUMNS, rows))
+    return (f"INSERT INTO spool ({', '.join(_APPENDED)}) VALUES "
+            + value_rows(APPEND_COLUMNS, rows))
 
 
 @dataclass(frozen=True)

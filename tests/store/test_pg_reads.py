@@ -45,7 +45,7 @@ async def _read_then_close(engine: Engine, reads: AsyncReads,
         await reads.close()
 
 
-def test_a_window_is_read_as_sqlalchemy_reads_it(pg_engine: Engine) -> None:
+def test_a_window_is_read_with_its_times_in_utc(pg_engine: Engine) -> None:
     found = _times(pg_engine, AsyncReads(pg_engine.url), "91856321432")
     assert found is not None
     assert found.last_inbound_at == T and found.last_inbound_at.tzinfo is UTC
