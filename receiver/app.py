@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -106,14 +106,14 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
         yzj_host = httpx.URL(settings.yzj_base_url).host
         spool = await run_in_threadpool(_open_spool, settings, engine)
         metrics = Metrics(engine, clock, spool)
-        applier = _applier(settings, engine, clock, notifier, spool)
-        applier.start()
 
         def stored() -> None:
             notifier.notify()
             applier.wake()
 
         ingestor = Ingestor(engine, spool=spool, on_commit=stored)
+        applier = _applier(settings, engine, clock, notifier, spool, on_moved=ingestor.moved)
+        applier.start()
         await ingestor.start()
         scheduler = AsyncIOScheduler(timezone="UTC")
         timeout = httpx.Timeout(settings.vendor_timeout_seconds,
@@ -199,12 +199,14 @@ def _open_spool(settings: Settings, engine: Engine) -> Spool | None:
 
 
 def _applier(settings: Settings, engine: Engine, clock: Clock, notifier: Notifier,
-             spool: Spool | None) -> Applier | ApplierProcess:
+             spool: Spool | None, *, on_moved: Callable[[int], None]) -> Applier | ApplierProcess:
     loop = asyncio.get_running_loop()
     if settings.applier == "process":
-        return ApplierProcess(settings, engine, spool, on_applied=notifier.notify)
+        return ApplierProcess(settings, engine, spool, on_applied=notifier.notify,
+                              on_moved=on_moved)
     return Applier(Drainer(engine, settings, clock, spool=spool,
-                           on_applied=lambda: loop.call_soon_threadsafe(notifier.notify)))
+                           on_applied=lambda: loop.call_soon_threadsafe(notifier.notify),
+                           on_moved=on_moved))
 
 
 async def _stop(applier: Applier | ApplierProcess) -> None:

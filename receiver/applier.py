@@ -38,7 +38,7 @@ ATTEMPTS = 4
 APPLY_LOCK = 7_361_522_042
 # Bodies stored by another replica (or left by a crash) are found by looking this often.
 POLL_SECONDS = 0.5
-FORGET_SECONDS = 0.5  # how often, while busy, moved bodies are deleted from the spool
+FORGET_SECONDS = 0.5  # how often, while busy, moved bodies are let go of in the spool
 Update = tuple[int, str, datetime | None, str | None]
 
 
@@ -119,8 +119,7 @@ def apply_spooled(engine: Engine, spool: Spool, *, settings: Settings,
                   after_id: int = 0, limit: int = BATCH) -> tuple[int, int]:
     """SQLite: move up to `limit` spooled bodies past `after_id` into `inbox_bodies` and
     apply them, in one transaction; how many, and the last spool id moved. The caller
-    forgets them in the spool (`Spool.forget`) now and then, not after every batch: each
-    delete is a write the acknowledging writer would wait for."""
+    has them deleted from the spool now and then (`Drainer`), not after every batch."""
     spooled = spool.oldest_after(after_id, limit)
     if not spooled:
         return 0, after_id
@@ -153,18 +152,24 @@ def wait_applied(engine: Engine, spool: Spool | None = None, *, timeout: float =
 
 
 class Drainer:
-    """Applies batches until none is pending; tells `on_applied` after each commit."""
+    """Applies batches until none is pending; tells `on_applied` after each commit.
+
+    Spooled bodies it has moved are deleted from the spool by whoever writes to it: in the
+    server, the acknowledging writer, told the last id moved through `on_moved` now and then
+    (store/spool.py says why); without `on_moved`, the drainer deletes them itself."""
 
     def __init__(self, engine: Engine, settings: Settings, clock: Callable[[], datetime], *,
                  spool: Spool | None = None,
-                 on_applied: Callable[[], None] | None = None) -> None:
+                 on_applied: Callable[[], None] | None = None,
+                 on_moved: Callable[[int], None] | None = None) -> None:
         self._engine = engine
         self._spool = spool
         self._settings = settings
         self._read = parsers(settings)
         self._clock = clock
         self._on_applied = on_applied
-        # Spool ids: the last moved into the main database, and the last deleted from the spool.
+        self._on_moved = on_moved
+        # Spool ids: the last moved into the main database, and the last let go of.
         self._moved = self._forgotten = 0
         self._forgotten_at = time.monotonic()
 
@@ -194,10 +199,14 @@ class Drainer:
                 return total
 
     def _forget(self) -> None:
-        """Delete from the spool the bodies moved into the main database (each delete is a
-        write the acknowledging writer would wait for: now and then, not after each batch)."""
+        """Let go of the bodies moved into the main database: have them deleted from the
+        spool, and fold its log into its file."""
         if self._spool is not None and self._moved > self._forgotten:
-            self._spool.forget(self._moved)
+            if self._on_moved is None:
+                self._spool.forget(self._moved)
+            else:
+                self._on_moved(self._moved)
+                self._spool.checkpoint()
             self._forgotten = self._moved
         self._forgotten_at = time.monotonic()
 

@@ -6,8 +6,9 @@ runs on another core. The two talk over the child's stdin and stdout:
 
 - stdin: the settings as one JSON line (so no secret is on a command line), then one byte
   per ingest commit to wake it; end of file (the server stopped or died) stops it;
-- stdout: one byte after each commit that applied something, so the server wakes its
-  long-polls and bot pushes at once.
+- stdout: lines: `a` after each commit that applied something, so the server wakes its
+  long-polls and bot pushes at once; `m<id>` now and then on SQLite, the last spool id moved
+  into the main database, for the server's writer to delete (store/spool.py).
 """
 
 from __future__ import annotations
@@ -51,11 +52,13 @@ class ApplierProcess:
     """The server's handle on its applier child."""
 
     def __init__(self, settings: Settings, engine: Engine, spool: Spool | None, *,
-                 on_applied: Callable[[], None]) -> None:
+                 on_applied: Callable[[], None], on_moved: Callable[[int], None]) -> None:
         self._settings = settings
         self._engine = engine
         self._spool = spool
         self._on_applied = on_applied
+        self._on_moved = on_moved
+        self._partial = b""  # the start of a line the child has not finished writing
         self._child: subprocess.Popen[bytes] | None = None
         self._restart: asyncio.TimerHandle | None = None
         self._reaped: asyncio.Future[int] | None = None
@@ -70,6 +73,7 @@ class ApplierProcess:
         os.set_blocking(child.stdout.fileno(), False)
         asyncio.get_running_loop().add_reader(child.stdout.fileno(), self._applied)
         self._child = child
+        self._partial = b""
 
     def _applied(self) -> None:
         assert self._child is not None and self._child.stdout is not None
@@ -89,7 +93,12 @@ class ApplierProcess:
             self._reaped = loop.run_in_executor(None, child.wait)  # no zombie left behind
             self._restart = loop.call_later(RESTART_SECONDS, self.start)
             return
-        self._on_applied()
+        lines, self._partial = _lines(self._partial + data)
+        moved = [int(line[1:]) for line in lines if line.startswith(b"m")]
+        if moved:
+            self._on_moved(max(moved))
+        if b"a" in lines:
+            self._on_applied()
 
     def wake(self) -> None:
         if self._child is None or self._child.stdin is None:
@@ -123,9 +132,16 @@ class ApplierProcess:
         child.stdout.close()
 
 
-def _tell_parent() -> None:
+def _lines(data: bytes) -> tuple[list[bytes], bytes]:
+    """The complete lines in `data`, and what is left of an unfinished one."""
+    *lines, rest = data.split(b"\n")
+    return lines, rest
+
+
+def _tell_parent(line: bytes) -> None:
+    """One line to the server. A full pipe drops it: the next `a` or `m` says as much."""
     with contextlib.suppress(BlockingIOError, BrokenPipeError):
-        os.write(sys.stdout.fileno(), b"a")
+        os.write(sys.stdout.fileno(), line + b"\n")
 
 
 def main() -> None:
@@ -137,7 +153,8 @@ def main() -> None:
     spool_path = spool_module.path_for(settings.database_url)
     spool = Spool(spool_path) if spool_path is not None else None  # the server made it
     drainer = Drainer(engine, settings, lambda: datetime.now(UTC), spool=spool,
-                      on_applied=_tell_parent)
+                      on_applied=lambda: _tell_parent(b"a"),
+                      on_moved=lambda through: _tell_parent(b"m%d" % through))
     parent = os.getppid()
     fd = stdin.fileno()
     # Acknowledging comes first: on a busy machine the scheduler favours the server.

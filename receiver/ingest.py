@@ -124,6 +124,8 @@ class Ingestor:
         self._watchdog: asyncio.Task[None] | None = None
         self._deadlines: dict[float, deque[tuple[float, asyncio.Future[str]]]] = {}
         self._closing = False
+        # Spool ids the applier has moved into the main database, and those deleted so far.
+        self._moved = self._deleted = 0
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -135,6 +137,7 @@ class Ingestor:
         self._closing = True
         for thread in self._writers.stop():  # each drains the queue before it ends
             await asyncio.to_thread(thread.join)
+        await asyncio.to_thread(self._delete_moved)
         # The writers' last answers were handed to the loop before they ended: let them run.
         await asyncio.sleep(0)
         if self._watchdog is not None:
@@ -154,6 +157,13 @@ class Ingestor:
         # No timer per request: one watchdog goes through the deadlines, oldest first.
         self._deadlines.setdefault(timeout, deque()).append((loop.time() + timeout, future))
         return await future
+
+    def moved(self, through_id: int) -> None:
+        """The applier has moved the spooled bodies up to `through_id` into the main database:
+        the writer deletes them from the spool after its next batch (store/spool.py: the
+        spool has one writer, so the applier never waits for its lock, nor it for the
+        applier's). Any thread."""
+        self._moved = max(self._moved, through_id)
 
     async def _watch(self) -> None:
         """Fail every submission still waiting past its deadline, every WATCH_SECONDS."""
@@ -183,6 +193,21 @@ class Ingestor:
             self._loop.call_soon_threadsafe(self._answer, batch, outcome)
         except RuntimeError:  # the loop is gone: nobody is waiting any more
             pass
+        self._delete_moved()
+
+    def _delete_moved(self) -> None:
+        """In a writer thread, once its batch is answered: delete from the spool what the
+        applier has moved. A failure is logged; the bodies are deleted next time (and one
+        moved again after a restart is not stored twice, store/spool.py)."""
+        through = self._moved
+        if self._spool is None or through <= self._deleted:
+            return
+        try:
+            self._spool.delete_through(through)
+            self._deleted = through
+        except Exception as exc:
+            logger.warning("could not delete applied bodies from the spool; will retry",
+                           exc_info=exc, extra={"action": "spool_delete_failed"})
 
     def _answer(self, batch: list[tuple[Received, asyncio.Future[str]]],
                 outcome: list[str] | Exception) -> None:

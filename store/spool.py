@@ -4,12 +4,14 @@ SQLite lets one transaction at a time write to a database file. Were acknowledge
 applier to share the main database, every acknowledgement would wait for whatever batch the
 applier is writing. So on SQLite the acknowledging writer appends bodies to a second file
 beside the database (`<database>-spool`, itself WAL with full fsync: durable before the
-200), and nothing else writes to it but the applier, which deletes what it has applied.
+200), and it is the only one that writes to it: the applier only reads it (and checkpoints
+it, which takes no write lock), so neither ever waits for the other's lock.
 
 The applier moves a body into `inbox_bodies` under its spool id and applies it in one
-transaction of the main database, and only then deletes it from the spool. A body moved a
-second time (a crash between the two) meets its own id there and is neither stored nor
-applied again. Ids only grow (AUTOINCREMENT), and start above every id in `inbox_bodies`.
+transaction of the main database, and only then reports it moved; the acknowledging writer
+deletes what was reported (`delete_through`) between its appends. A body moved a second time
+(a crash before the delete) meets its own id there and is neither stored nor applied again.
+Ids only grow (AUTOINCREMENT), and start above every id in `inbox_bodies`.
 
 PostgreSQL has no such limit: there, bodies go straight into `inbox_bodies` as `pending`.
 """
@@ -110,7 +112,7 @@ class Spool:
                                          check_same_thread=False)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=FULL")  # an acknowledged body survives
-            # Checkpoints run where the spool is emptied (`forget`), never in an append.
+            # Checkpoints run in the applier (`checkpoint`), never in an append.
             connection.execute("PRAGMA wal_autocheckpoint=0")
             self._local.connection = connection
             with self._lock:
@@ -151,16 +153,26 @@ class Spool:
                 in self._connection().execute(OLDEST_AFTER, (after_id, limit))]
 
     def forget(self, through_id: int) -> None:
-        """Delete what has been moved into the main database (ids up to `through_id`), and
-        fold the log into the file here, off the acknowledging writer's path."""
-        connection = self._connection()
-        connection.execute("DELETE FROM spool WHERE id <= ?", (through_id,))
-        connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        """`delete_through` and `checkpoint`, for one who has the spool to itself (a
+        standalone applier: tests, the command line)."""
+        self.delete_through(through_id)
+        self.checkpoint()
+
+    def delete_through(self, through_id: int) -> None:
+        """Delete what has been moved into the main database (ids up to `through_id`): a
+        write, so the acknowledging writer's to do (see the module's docstring)."""
+        self._connection().execute("DELETE FROM spool WHERE id <= ?", (through_id,))
+
+    def checkpoint(self) -> None:
+        """Fold the log into the file, off the acknowledging writer's path. PASSIVE takes no
+        write lock and waits for nobody: frames still being read or written stay for the
+        next time."""
+        self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def backlog(self, *, above: int = 0) -> tuple[int, datetime | None]:
         """How many bodies wait, and when the oldest of them was received. `above`: the
         highest id in `inbox_bodies`; a body moved there keeps its spool id, and stays here
-        a little while until the applier deletes it (`forget`), so it is not counted."""
+        a little while until it is deleted (`delete_through`), so it is not counted."""
         count, oldest = self._connection().execute(
             "SELECT count(*), min(received_at) FROM spool WHERE id > ?", (above,)).fetchone()
         return count, datetime.fromisoformat(oldest) if oldest else None

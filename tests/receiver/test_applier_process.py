@@ -8,12 +8,14 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
 from receiver.app import create_app
 from receiver.settings import Settings
 from store.models import ChatMessage
+from store.spool import Spool, path_for
 from tests.conftest import DATA, TOKEN
 from tests.settling import SettlingClient
 
@@ -64,3 +66,25 @@ def test_a_child_process_applies_is_restarted_when_killed_and_stops_with_the_ser
         assert client.post(WA, content=_uplink(2)).status_code == 200
         assert _chats(engine) == 2
     assert _children() == []
+
+
+def test_bodies_the_child_applied_are_deleted_from_the_spool_by_the_server(
+        settings: Settings, engine: Engine) -> None:
+    path = path_for(settings.database_url)
+    if path is None:
+        pytest.skip("PostgreSQL has no spool")
+    settings = settings.model_copy(update={"applier": "process"})
+    with SettlingClient(create_app(settings)) as client:
+        for n in range(3):
+            assert client.post(WA, content=_uplink(n)).status_code == 200  # settles: applied
+        spool = Spool(path)
+        applied = [row.id for row in spool.oldest_after(0, 10)]  # until the server deletes
+        assert applied
+        deadline, n = time.monotonic() + 20, 3
+        while set(applied) & {row.id for row in spool.oldest_after(0, 10)}:
+            assert time.monotonic() < deadline, "the applied bodies stayed in the spool"
+            time.sleep(0.05)  # the child reports what it moved; the next batch deletes it
+            assert client.post(WA, content=_uplink(n)).status_code == 200
+            n += 1
+        assert _chats(engine) == n
+        spool.close()

@@ -3,6 +3,7 @@ whatever happens between the move and the spool's cleanup."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,7 +13,7 @@ from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
 from receiver.applier import Drainer
-from receiver.ingest import Received, _row
+from receiver.ingest import Ingestor, Received, _row
 from receiver.parsers import parsers
 from receiver.settings import Settings
 from store import inbox, migrate
@@ -35,12 +36,16 @@ def _settings(url: str) -> Settings:
     return Settings(database_url=url, webhook_token=TOKEN, _env_file=None)  # type: ignore[call-arg]
 
 
-def _uplink(settings: Settings, n: int) -> dict[str, object]:
+def _received(settings: Settings, n: int) -> Received:
     raw = (DATA / "webhooks" / "itnio_wa_uplink_text.json").read_bytes().replace(
         b"wamid.HBgMOTE4NTYzMjE0MzIVAgASGBQzQUJD", f"wamid.{n}".encode())
     events = parsers(settings)[("itnio", "whatsapp")](raw)
-    return _row(Received("itnio", "whatsapp", NOW, {"content-type": "application/json"}, raw,
-                         events=events))
+    return Received("itnio", "whatsapp", NOW, {"content-type": "application/json"}, raw,
+                    events=events)
+
+
+def _uplink(settings: Settings, n: int) -> dict[str, object]:
+    return _row(_received(settings, n))
 
 
 def _count(engine: Engine, model: object) -> int:
@@ -118,4 +123,39 @@ def test_an_append_over_one_statements_rows_is_stored_whole_and_in_order(db_url:
     assert [s.id for s in stored] == sorted(s.id for s in stored)
     assert json.loads(stored[5].headers_json) == {"content-type": "application/json"}
     assert stored[5].received_at == NOW
+    spool.close()
+
+
+def test_in_the_server_only_the_acknowledging_writer_deletes_from_the_spool(
+        db_url: str, engine: Engine) -> None:
+    """The applier reports what it moved and deletes nothing (so it never waits for the
+    writer's lock, nor the writer for its); the writer deletes through the id reported once
+    its next batch is answered, and on stopping."""
+    settings = _settings(db_url)
+    spool = Spool(path_for(db_url))  # type: ignore[arg-type]
+    spool.append([_uplink(settings, n) for n in range(3)])
+    moved: list[int] = []
+    drainer = Drainer(engine, settings, lambda: NOW, spool=spool, on_moved=moved.append)
+    assert drainer.drain() == 3
+    first = [row.id for row in spool.oldest_after(0, 10)]
+    assert len(first) == 3 and moved == [first[-1]]  # moved and reported, still spooled
+    assert _count(engine, ChatMessage) == 3
+
+    async def acknowledge() -> tuple[list[int], list[int]]:
+        ingestor = Ingestor(engine, spool=spool)
+        await ingestor.start()
+        ingestor.moved(moved[-1])
+        await ingestor.submit(_received(settings, 3), timeout=5)  # deletes once answered
+        await ingestor.submit(_received(settings, 4), timeout=5)  # so this comes after
+        after_batches = [row.id for row in spool.oldest_after(0, 10)]
+        assert drainer.drain() == 2
+        ingestor.moved(moved[-1])
+        await ingestor.stop()
+        return after_batches, [row.id for row in spool.oldest_after(0, 10)]
+
+    after_batches, after_stop = asyncio.run(acknowledge())
+    assert after_batches == [first[-1] + 1, first[-1] + 2]  # the moved three are gone
+    assert moved == [first[-1], first[-1] + 2] and after_stop == []
+    assert spool.backlog() == (0, None)
+    assert _count(engine, ChatMessage) == 5
     spool.close()
