@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from receiver import events_api, messages_api, reports_api, webhooks, windows_api
+from receiver import events_api, gc_tuning, messages_api, reports_api, webhooks, windows_api
 from receiver.applier import Applier, Drainer
 from receiver.applier_process import ApplierProcess
 from receiver.errors import exception_handlers
@@ -89,9 +89,12 @@ BOT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
 def create_app(settings: Settings, *, clock: Clock = utcnow,
                vendor_transport: httpx.AsyncBaseTransport | None = None,
-               bot_transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+               bot_transport: httpx.AsyncBaseTransport | None = None,
+               freeze_gc: bool = False) -> Starlette:
     """The app. `vendor_transport` / `bot_transport` replace the network for vendor calls
-    and for pushes to the bot (tests, the demo)."""
+    and for pushes to the bot (tests, the demo). `freeze_gc`: once started, keep what start-up
+    made out of the garbage collector's full collections (receiver/gc_tuning.py; the server
+    does, being the process's one app)."""
     read = parsers(settings)  # decodes the 云真机 key now: a bad key fails at start
 
     @contextlib.asynccontextmanager
@@ -143,6 +146,8 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
             if settings.run_scheduler:
                 jobs.schedule(scheduler, sender, pusher)
                 scheduler.start()
+            if freeze_gc:
+                gc_tuning.freeze_startup_objects()
             try:
                 yield {"runtime": runtime}
             finally:
@@ -158,6 +163,8 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
                 if spool is not None:
                     spool.close()
                 engine.dispose()
+                if freeze_gc:
+                    gc_tuning.thaw()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
@@ -218,4 +225,4 @@ async def _stop(applier: Applier | ApplierProcess) -> None:
 
 def app_from_env() -> Starlette:
     """The uvicorn factory (`receiver.app:app_from_env`)."""
-    return create_app(Settings())
+    return create_app(Settings(), freeze_gc=True)
