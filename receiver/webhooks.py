@@ -26,6 +26,7 @@ from receiver.errors import (
     Unavailable,
 )
 from receiver.ingest import Received
+from receiver.raw_response import send_json_bytes
 from receiver.runtime import Runtime
 from receiver.settings import MAX_BODY_BYTES
 
@@ -45,7 +46,6 @@ ENDPOINTS = {
 }
 KEPT_HEADERS = frozenset((b"content-type", b"content-length", b"user-agent",
                           b"x-forwarded-for", b"x-real-ip"))
-JSON_HEADERS = [(b"content-type", b"application/json")]
 
 Scope = dict[str, Any]
 Receive = Any
@@ -96,14 +96,6 @@ async def _read_body(receive: Receive) -> tuple[bytes, bool]:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks), False
 
 
-async def _respond(send: Send, status: int, body: bytes,
-                   headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*JSON_HEADERS, (b"content-length", str(len(body)).encode()),
-                            *(headers or [])]})
-    await send({"type": "http.response.body", "body": body})
-
-
 async def _ingest(scope: Scope, receive: Receive, runtime: Runtime, *, vendor: str,
                   route: str, token: str) -> str:
     """Store the body; the outcome for /metrics. Raises the ApiError to answer with."""
@@ -147,7 +139,7 @@ async def handle(scope: Scope, receive: Receive, send: Send) -> None:
         vendor, route, ack = endpoint
         outcome = await _ingest(scope, receive, runtime, vendor=vendor, route=route,
                                 token=token)
-        await _respond(send, 200, ack)
+        await send_json_bytes(send, 200, ack)
     except ApiError as exc:
         if isinstance(exc, Unavailable):
             outcome = "unavailable"
@@ -156,14 +148,14 @@ async def handle(scope: Scope, receive: Receive, send: Send) -> None:
         elif isinstance(exc, BadPayload):
             outcome = "unstorable" if exc.code == "unstorable" else "quarantined"
         extra = [(b"allow", b"POST")] if exc.status == 405 else None
-        await _respond(send, exc.status, json.dumps(exc.body()).encode(), extra)
+        await send_json_bytes(send, exc.status, json.dumps(exc.body()).encode(), extra)
     except Disconnected:
         outcome = "error"
     except Exception as exc:
         outcome = "error"
         logger.error("unexpected error", exc_info=exc, extra={"action": "unexpected_error"})
-        await _respond(send, 500, b'{"error":"internal","detail":"Something went wrong on our '
-                                  b'side; it was logged."}')
+        await send_json_bytes(send, 500, b'{"error":"internal","detail":"Something went wrong '
+                                         b'on our side; it was logged."}')
     finally:
         metrics = runtime.metrics
         if metrics is not None and vendor != "unknown":

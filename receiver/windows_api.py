@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from receiver import raw_response
 from receiver.auth import authenticate, known_caller
 from receiver.errors import Invalid, handler_for, is_unexpected
 from receiver.runtime import Runtime
@@ -170,12 +171,14 @@ async def answer_lookup(scope: Scope, receive: Any, send: Any, business: str,
     """The ASGI answer to a lookup that `lookup_params` accepted."""
     request = Request(scope, receive)
     try:
-        response: Response = JSONResponse(
+        body = raw_response.render(
             await _window(request, scope["state"]["runtime"], business, recipient))
     except Exception as exc:
         handler = handler_for(exc)
         if is_unexpected(handler):  # as ServerErrorMiddleware does: log, answer 500, re-raise
             await handler(request, exc)(scope, receive, send)
             raise
-        response = handler(request, exc)  # as Starlette's ExceptionMiddleware answers it
-    await response(scope, receive, send)
+        response: Response = handler(request, exc)  # as Starlette's ExceptionMiddleware does
+        await response(scope, receive, send)
+        return
+    await raw_response.send_json_bytes(send, 200, body)

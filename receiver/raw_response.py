@@ -1,0 +1,26 @@
+"""A JSON answer sent straight as its two ASGI messages, for the hot paths that run before
+Starlette's router (receiver/webhooks.py, the window lookup in receiver/windows_api.py):
+the same bytes and headers as Starlette's JSONResponse, without building one (measured on
+the lookup: the Response object, its header list and its send were ~8 % of the CPU)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+async def send_json_bytes(send: Any, status: int, body: bytes,
+                          headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Send `body`, already JSON, with `status` and any extra `headers`."""
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*JSON_HEADERS, (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def render(content: Any) -> bytes:
+    """`content` as Starlette's JSONResponse renders it."""
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None,
+                      separators=(",", ":")).encode("utf-8")
