@@ -153,8 +153,8 @@ class Spool:
                 in self._connection().execute(OLDEST_AFTER, (after_id, limit))]
 
     def forget(self, through_id: int) -> None:
-        """`delete_through` and `checkpoint`, for one who has the spool to itself (a
-        standalone applier: tests, the command line)."""
+        """`delete_through` and `checkpoint`, for an applier with no server beside it to do
+        the deleting (receiver/applier.py's `Drainer` without `on_moved`)."""
         self.delete_through(through_id)
         self.checkpoint()
 
