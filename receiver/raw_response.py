@@ -1,7 +1,8 @@
 """A JSON answer sent straight as its two ASGI messages, for the hot paths that run before
 Starlette's router (receiver/webhooks.py, the window lookup in receiver/windows_api.py):
-the same bytes and headers as Starlette's JSONResponse, without building one (measured on
-the lookup: the Response object, its header list and its send were ~8 % of the CPU)."""
+the same bytes and headers as Starlette's JSONResponse, without building one (in a profile
+of the lookup, building the JSONResponse was ~10 % of the GIL's time, ~7.5 of it rendering,
+which stays)."""
 
 from __future__ import annotations
 
