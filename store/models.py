@@ -28,7 +28,9 @@ class InboxBody(SQLModel, table=True):
     headers: dict[str, str] = Field(default_factory=dict, sa_type=Json)
     body: bytes = Field(sa_type=LargeBinary)
     # The key of the first event the body carries (messageId, msgid+status, svrid, ...).
-    dedup_key: str | None = Field(default=None, max_length=255, index=True)
+    # Not indexed: nothing looks bodies up by it (`event_keys` maps each key to its body),
+    # and every stored body paid for the index (migration 0005).
+    dedup_key: str | None = Field(default=None, max_length=255)
     # pending | applied | duplicate | flagged | stored | failed
     state: str = Field(default="pending", max_length=16)
     detail: str | None = None
