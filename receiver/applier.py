@@ -118,7 +118,7 @@ def apply_spooled(engine: Engine, spool: Spool, *, settings: Settings,
                   read: dict[tuple[str, str], Parser], clock: Callable[[], datetime],
                   after_id: int = 0, limit: int = BATCH) -> tuple[int, int]:
     """SQLite: move up to `limit` spooled bodies past `after_id` into `inbox_bodies` and
-    apply them, in one transaction; how many, and the last spool id moved. The caller
+    apply them, in one transaction (one INSERT, and an UPDATE only for those not applied); how many, and the last spool id moved. The caller
     has them deleted from the spool now and then (`Drainer`), not after every batch."""
     spooled = spool.oldest_after(after_id, limit)
     if not spooled:
@@ -126,14 +126,19 @@ def apply_spooled(engine: Engine, spool: Spool, *, settings: Settings,
     parsed = {row.id: _parse(row, read) for row in spooled if row.state == "pending"}
 
     def work(careful: bool) -> int:
+        now = clock()
         with Session(db.writer(engine)) as session, session.begin():
-            stored = inbox.move_in(session, [row.as_inbox_row() for row in spooled])
+            # Bodies to apply go in as applied now, the outcome of nearly all; only those
+            # that come out otherwise (a duplicate, a failure) are updated after.
+            stored = inbox.move_in(session, [row.as_inbox_row(applied_at=now if row.id in parsed
+                                                              else None) for row in spooled])
             todo = [(row if stored[row.id] == row.id else replace(row, id=stored[row.id]),
                      parsed[row.id]) for row in spooled if row.id in stored and row.id in parsed]
-            updates = _apply_parsed(session, todo, settings=settings, now=clock(),
+            updates = _apply_parsed(session, todo, settings=settings, now=now,
                                     careful=careful)
-            if updates:
-                inbox.set_states(session, updates)
+            changed = [u for u in updates if u != (u[0], "applied", now, None)]
+            if changed:
+                inbox.set_states(session, changed)
             return len(spooled)
 
     return _fast_then_careful(work), spooled[-1].id

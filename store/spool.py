@@ -67,14 +67,15 @@ class Spooled:
     event_count: int
     detail: str | None
 
-    def as_inbox_row(self) -> dict[str, Any]:
+    def as_inbox_row(self, *, applied_at: datetime | None = None) -> dict[str, Any]:
         """The row for `inbox.move_in`, its headers still JSON text (not decoded only to be
-        encoded again)."""
+        encoded again); `applied_at`: stored as applied then, not as spooled (`pending`)."""
         return {"id": self.id, "vendor": self.vendor, "route": self.route,
                 "received_at": self.received_at, "headers": self.headers_json,
                 "body": self.body,
-                "state": self.state, "dedup_key": self.dedup_key,
-                "event_count": self.event_count, "detail": self.detail, "applied_at": None}
+                "state": self.state if applied_at is None else "applied",
+                "dedup_key": self.dedup_key,
+                "event_count": self.event_count, "detail": self.detail, "applied_at": applied_at}
 
 
 def open_for(database_url: str, *, above: int) -> Spool | None:

@@ -159,3 +159,24 @@ def test_in_the_server_only_the_acknowledging_writer_deletes_from_the_spool(
     assert spool.backlog() == (0, None)
     assert _count(engine, ChatMessage) == 5
     spool.close()
+
+
+def test_a_moved_body_that_is_not_applied_is_stored_as_what_it_came_to(
+        db_url: str, engine: Engine) -> None:
+    """Moved bodies go in as applied; one that no longer parses, and one the vendor sent
+    twice, end as `failed` (with why, and no applied_at) and `duplicate`."""
+    settings = _settings(db_url)
+    spool = open_for(db_url, above=0)
+    assert spool is not None
+    unreadable = Received("itnio", "whatsapp", NOW, {}, b'{"messageId": ', events=[])
+    spool.append([_uplink(settings, 1), _row(unreadable), _uplink(settings, 1),
+                  _uplink(settings, 2)])
+
+    assert Drainer(engine, settings, lambda: NOW, spool=spool).drain() == 4
+
+    with Session(engine) as session:
+        bodies = session.exec(select(InboxBody).order_by(InboxBody.id)).all()
+    assert [(b.state, b.applied_at) for b in bodies] == [
+        ("applied", NOW), ("failed", None), ("duplicate", NOW), ("applied", NOW)]
+    assert bodies[1].detail and "JSON" in bodies[1].detail
+    assert _count(engine, ChatMessage) == 2
