@@ -193,6 +193,11 @@ def _since(session: Session, mark: int) -> dict[str, int]:
     return {state: int(n) for state, n in rows}
 
 
+def _pending(session: Session, mark: int) -> int:
+    return int(session.exec(select(func.count()).select_from(InboxBody).where(
+        InboxBody.state == "pending", col(InboxBody.id) > mark)).one())
+
+
 def inbox_outcome(url: str, mark: int, started: float, *, patience: float = 10.0,
                   limit: float = 120.0) -> Outcome:
     """What the bodies after `mark` became. Waits while some are still not applied (a
@@ -202,16 +207,20 @@ def inbox_outcome(url: str, mark: int, started: float, *, patience: float = 10.0
     load_end = time.time()
     try:
         with Session(engine) as session:
-            states, spooled = _since(session, mark), spool.count(above=_moved(session))
-            last_change, previous = time.time(), (states, spooled)
-            while spooled or sum(n for s, n in states.items() if s not in FINAL_STATES):
+            # While waiting, only what is left to apply is counted (through the index on
+            # state and id): counting every body of the run by state, 5 times a second, took
+            # CPU from the applier being timed. The whole count once, at the end.
+            waiting = (_pending(session, mark), spool.count(above=_moved(session)))
+            last_change, previous = time.time(), waiting
+            while any(waiting):
                 if time.time() - last_change > patience or time.time() - load_end > limit:
                     break
                 time.sleep(0.2)
                 session.rollback()
-                states, spooled = _since(session, mark), spool.count(above=_moved(session))
-                if (states, spooled) != previous:
-                    last_change, previous = time.time(), (states, spooled)
+                waiting = (_pending(session, mark), spool.count(above=_moved(session)))
+                if waiting != previous:
+                    last_change, previous = time.time(), waiting
+            states, spooled = _since(session, mark), waiting[1]
             out = Outcome(states=states, stored=sum(states.values()) + spooled,
                           applied=states.get("applied", 0), spooled=spooled)
             out.backlog = sum(n for s, n in states.items() if s not in FINAL_STATES) + spooled

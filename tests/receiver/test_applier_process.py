@@ -13,6 +13,7 @@ from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
 from receiver.app import create_app
+from receiver.applier_process import _lines
 from receiver.settings import Settings
 from store.models import ChatMessage
 from store.spool import Spool, path_for
@@ -88,3 +89,17 @@ def test_bodies_the_child_applied_are_deleted_from_the_spool_by_the_server(
             n += 1
         assert _chats(engine) == n
         spool.close()
+
+
+def test_a_line_from_the_child_cut_by_a_read_is_read_whole_with_the_next() -> None:
+    """The server reads the child's lines 4,096 bytes at a time: one cut there is kept until
+    the rest arrives, and no id is misread from half of it."""
+    stream = b"".join(b"m%d\n" % n for n in range(1_000_000, 1_001_000)) + b"a\n"
+    assert 4096 % len(b"m1000000\n")  # 9-byte lines: reads end in the middle of one
+    seen: list[bytes] = []
+    partial = b""
+    for start in range(0, len(stream), 4096):
+        lines, partial = _lines(partial + stream[start:start + 4096])
+        seen.extend(lines)
+    assert partial == b""
+    assert seen == stream.split(b"\n")[:-1]
