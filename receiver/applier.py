@@ -33,7 +33,12 @@ from store.spool import Spool
 
 logger = logging.getLogger(__name__)
 
-BATCH = 128  # bodies per transaction: short, as sends wait for its lock on SQLite
+# Bodies per transaction. SQLite: short, as sends wait for its write lock. PostgreSQL takes
+# writers side by side, and there a batch is a dozen round trips to the server whatever its
+# size: with 128 the applier spent ~64 % of its time waiting for them and fell behind at full
+# load (docs/performance.md, "Sixth pass").
+BATCH = 128
+PG_BATCH = 512
 ATTEMPTS = 4
 APPLY_LOCK = 7_361_522_042
 # Bodies stored by another replica (or left by a crash) are found by looking this often.
@@ -174,6 +179,7 @@ class Drainer:
         self._clock = clock
         self._on_applied = on_applied
         self._on_moved = on_moved
+        self._batch = PG_BATCH if engine.dialect.name == "postgresql" else BATCH
         # Spool ids: the last moved into the main database, and the last let go of.
         self._moved = self._forgotten = 0
         self._forgotten_at = time.monotonic()
@@ -193,14 +199,14 @@ class Drainer:
                     self._forget()
             if not done:  # PostgreSQL's bodies, or any left pending in `inbox_bodies`
                 done = apply_batch(self._engine, settings=self._settings,
-                                   read=self._read, clock=self._clock)
+                                   read=self._read, clock=self._clock, limit=self._batch)
             if not done:
                 self._forget()  # idle: a good moment to empty the spool of what was moved
                 return total
             total += done
             if self._on_applied is not None:
                 self._on_applied()
-            if not whole and done < BATCH:
+            if not whole and done < self._batch:
                 return total
 
     def _forget(self) -> None:

@@ -160,3 +160,23 @@ def test_the_fast_path_applies_the_examples_exactly_once(
     snapshot = _snapshot(engine)
     assert {state for _, state, _ in snapshot["inbox_bodies"]} <= {"applied", "duplicate"}
     assert ("msg_ours", "delivered") == snapshot["outbound_messages"][0][:2]
+
+
+def test_a_batch_is_128_bodies_on_sqlite_and_512_on_postgresql(
+        engine: Engine, db_url: str) -> None:
+    """SQLite's sends wait for the applier's write lock, so its transactions stay short; on
+    PostgreSQL a transaction is a dozen round trips whatever its size, so it takes more."""
+    settings = _settings(db_url)
+    read = parsers(settings)
+    bodies = [_json("itnio_wa_uplink_text.json", messageId=f"m-{n}") for n in range(600)]
+    with Session(engine) as session, session.begin():
+        store_batch_fast(session, [Received("itnio", "whatsapp", NOW, {}, body,
+                                            events=read[("itnio", "whatsapp")](body))
+                                   for body in bodies])
+    commits: list[int] = []
+    drainer = Drainer(engine, settings, lambda: NOW, on_applied=lambda: commits.append(1))
+
+    assert drainer.drain() == 600
+    assert len(commits) == (2 if engine.dialect.name == "postgresql" else 5)
+    with Session(engine) as session:
+        assert inbox.count_pending(session) == 0
