@@ -123,8 +123,9 @@ def apply_spooled(engine: Engine, spool: Spool, *, settings: Settings,
                   read: dict[tuple[str, str], Parser], clock: Callable[[], datetime],
                   after_id: int = 0, limit: int = BATCH) -> tuple[int, int]:
     """SQLite: move up to `limit` spooled bodies past `after_id` into `inbox_bodies` and
-    apply them, in one transaction (one INSERT, and an UPDATE only for those not applied); how many, and the last spool id moved. The caller
-    has them deleted from the spool now and then (`Drainer`), not after every batch."""
+    apply them, in one transaction (one INSERT, and an UPDATE only for those not applied);
+    how many, and the last spool id moved. The caller has them deleted from the spool now
+    and then (`Drainer`), not after every batch."""
     spooled = spool.oldest_after(after_id, limit)
     if not spooled:
         return 0, after_id
