@@ -167,7 +167,7 @@ class Drainer:
 
     Spooled bodies it has moved are deleted from the spool by whoever writes to it: in the
     server, the acknowledging writer, told the last id moved through `on_moved` now and then
-    (store/spool.py says why); without `on_moved`, the drainer deletes them itself."""
+    (store/spool.py says why); without `on_moved` (no server beside it), the drainer itself."""
 
     def __init__(self, engine: Engine, settings: Settings, clock: Callable[[], datetime], *,
                  spool: Spool | None = None,
@@ -179,7 +179,7 @@ class Drainer:
         self._read = parsers(settings)
         self._clock = clock
         self._on_applied = on_applied
-        self._on_moved = on_moved
+        self._on_moved = on_moved or (spool.delete_through if spool is not None else None)
         self._batch = PG_BATCH if engine.dialect.name == "postgresql" else BATCH
         # Spool ids: the last moved into the main database, and the last let go of.
         self._moved = self._forgotten = 0
@@ -213,12 +213,10 @@ class Drainer:
     def _forget(self) -> None:
         """Let go of the bodies moved into the main database: have them deleted from the
         spool, and fold its log into its file."""
-        if self._spool is not None and self._moved > self._forgotten:
-            if self._on_moved is None:
-                self._spool.forget(self._moved)
-            else:
-                self._on_moved(self._moved)
-                self._spool.checkpoint()
+        if self._spool is not None and self._on_moved is not None \
+                and self._moved > self._forgotten:
+            self._on_moved(self._moved)
+            self._spool.checkpoint()
             self._forgotten = self._moved
         self._forgotten_at = time.monotonic()
 

@@ -153,12 +153,6 @@ class Spool:
                 for id_, vendor, route, at, headers, body, state, key, count, detail
                 in self._connection().execute(OLDEST_AFTER, (after_id, limit))]
 
-    def forget(self, through_id: int) -> None:
-        """`delete_through` and `checkpoint`, for an applier with no server beside it to do
-        the deleting (receiver/applier.py's `Drainer` without `on_moved`)."""
-        self.delete_through(through_id)
-        self.checkpoint()
-
     def delete_through(self, through_id: int) -> None:
         """Delete what has been moved into the main database (ids up to `through_id`): a
         write, so the acknowledging writer's to do (see the module's docstring)."""

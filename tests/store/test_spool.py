@@ -56,7 +56,7 @@ def _count(engine: Engine, model: object) -> int:
 class CrashBeforeCleanup(Spool):
     """A spool whose cleanup never happens, as if the process died right after the commit."""
 
-    def forget(self, through_id: int) -> None:
+    def delete_through(self, through_id: int) -> None:
         raise KeyboardInterrupt
 
 
