@@ -13,6 +13,8 @@ from sqlalchemy import DateTime, Engine, create_engine, event, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
+from store import json_text
+
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -50,6 +52,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     # hide_parameters: an SQL error (or the engine's log) never shows bound values, which are
     # phone numbers and message bodies.
     kwargs.setdefault("hide_parameters", True)
+    kwargs.setdefault("json_serializer", json_text.dumps)
     if not is_sqlite(url):
         kwargs["connect_args"] = {"connect_timeout": 5, **kwargs.get("connect_args", {})}
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)

@@ -4,7 +4,6 @@ form, JSON, bytes, NULLs), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -14,7 +13,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from store import batch, bulk, conversations, events, inbox
+from store import batch, bulk, conversations, events, inbox, json_text
 from store.db import UTCDateTime
 from store.models import ChatMessage, StatusEvent
 
@@ -77,9 +76,9 @@ def test_events_inbox_moves_and_states_stored_as_sqlalchemy_stores_them(
             "applied_at": None}
     with Session(engine) as session, session.begin():
         session.connection().execute(insert(inbox._BODIES), [{**body, "id": 1}])
-        # move_in takes headers as the spool keeps them: JSON text.
+        # move_in takes headers as the spool keeps them: JSON text, as the column writes it.
         assert inbox.move_in(session, [{**body, "id": 2,
-                                        "headers": json.dumps(body["headers"])}]) == {2: 2}
+                                        "headers": json_text.dumps(body["headers"])}]) == {2: 2}
     by_sqlalchemy, by_bulk = _stored(engine, "inbox_bodies")
     assert by_bulk == by_sqlalchemy
 
