@@ -29,6 +29,11 @@ def test_what_orjson_refuses_is_written_as_the_standard_library_writes_it() -> N
         assert json_text.dumps(value) == json.dumps(value)
 
 
+def test_a_number_too_large_for_a_float_is_written_as_null_not_infinity() -> None:
+    # json reads 1e400 as infinity; json.dumps would write Infinity, which is not JSON.
+    assert json.loads(json_text.dumps(json.loads('{"amount": 1e400}'))) == {"amount": None}
+
+
 def test_a_message_content_is_stored_and_read_back_whole(engine: Engine) -> None:
     with Session(engine) as session, session.begin():
         conversation_id = conversations.record_inbound(
