@@ -12,7 +12,6 @@ parse and its share of one commit.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import time
 from typing import Any
@@ -26,7 +25,7 @@ from receiver.errors import (
     Unavailable,
 )
 from receiver.ingest import Received
-from receiver.raw_response import send_json_bytes
+from receiver.raw_response import render, send_json_bytes
 from receiver.runtime import Runtime
 from receiver.settings import MAX_BODY_BYTES
 
@@ -148,7 +147,7 @@ async def handle(scope: Scope, receive: Receive, send: Send) -> None:
         elif isinstance(exc, BadPayload):
             outcome = "unstorable" if exc.code == "unstorable" else "quarantined"
         extra = [(b"allow", b"POST")] if exc.status == 405 else None
-        await send_json_bytes(send, exc.status, json.dumps(exc.body()).encode(), extra)
+        await send_json_bytes(send, exc.status, render(exc.body()), extra)
     except Disconnected:
         outcome = "error"
     except Exception as exc:

@@ -319,6 +319,9 @@ def test_an_unreadable_body_is_400_and_quarantined(
     assert response.status_code == 400
     assert response.json()["error"] == code
     assert response.json()["detail"]
+    # Rendered as every other answer of the API is (Starlette's JSONResponse: compact).
+    assert response.content == json.dumps(response.json(), separators=(",", ":"),
+                                           ensure_ascii=False).encode()
     [kept] = rows(engine, QuarantinedBody)
     assert (kept.body, kept.error, kept.route) == (body, code, "whatsapp")
     assert count(engine, InboxBody) == 0

@@ -11,11 +11,12 @@ from sqlmodel import Session
 
 from store import batch, conversations, json_text
 from store.models import ChatMessage
+from tests.conftest import DATA
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
-# An ITNIO uplink's message (vendor-formats.md §2), with what only the fallback writes.
-CONTENT = {"type": "text", "text": {"body": "你好 STOP"},
-           "context": {"forwarded": False, "big": 2 ** 70}}
+# The 云真机 example's message content (Chinese text), with what only the fallback writes.
+_EXAMPLE = json.loads((DATA / "webhooks" / "yzj_chatmsg_inbound.json").read_text())
+CONTENT = {**_EXAMPLE[0]["data"][0]["content"], "big": 2 ** 70}
 
 
 def test_text_is_json_that_reads_back_the_same() -> None:
@@ -40,7 +41,7 @@ def test_a_message_content_is_stored_and_read_back_whole(engine: Engine) -> None
             session, channel="whatsapp", account="91856321412", customer="91856321432",
             message_at=NOW, message_id="m0", customer_name=None, now=NOW)
         row = {"conversation_id": conversation_id, "channel": "whatsapp", "direction": "in",
-               "vendor_message_id": "wamid.1", "msg_type": "text", "text": "你好 STOP",
+               "vendor_message_id": "wamid.1", "msg_type": "text", "text": "你好",
                "content": CONTENT, "sent_at": NOW, "received_at": NOW, "inbox_body_id": None}
         batch.ADD_CHAT_MESSAGES.run(session.connection(), [row])  # through the driver
         session.add(ChatMessage(**{**row, "vendor_message_id": "wamid.2"}))  # the ORM
