@@ -33,12 +33,14 @@ import httpx
 
 from bench import SCENARIOS, payloads, stores
 from bench.load import LoadResult, describe, run_load, which_wrk
-from bench.procs import ROOT, Server, family_kb, running
+from bench.procs import QUIET_CORES, ROOT, Server, family_kb, running, wait_quiet
 
 (CEILING, NAIVE, RW_SQLITE, RW_PG, SUSTAINED, YZJ_ONLY, SENDS, SENDS_HALF, LOOKUP_SQLITE,
  LOOKUP_SQLITE_HALF, LOOKUP_PG, LOOKUP_PG_HALF) = SCENARIOS
 RESULTS = ROOT / "bench" / "results"
-OTHER_CPU_LIMIT = 0.15  # cores: above this, another job shared the machine
+OTHER_CPU_LIMIT = QUIET_CORES  # cores: above this, another job shared the machine
+# Before each scenario, the harness waits at most this long for the machine to quiet down.
+QUIET_WAIT, QUIET_WAIT_SMOKE = 30.0, 2.0
 PARTS = ("ceiling", "naive", "webhooks-sqlite", "webhooks-postgres", "webhooks-sustained",
          "yzj-only", "sends", "lookup-sqlite", "lookup-postgres")
 SUSTAIN_SHARE = 0.35  # the sustained run is paced at this share of the ceiling's acked/s
@@ -438,6 +440,7 @@ class Bench:
         row, half = Row(name), Row(half_name)
         conns = self.o.api_connections
         seconds = stores.load_conversations(url, self.o.windows)
+        wait_quiet(limit=QUIET_WAIT_SMOKE if self.o.smoke else QUIET_WAIT)  # the load's writes
         count = 2000 if self.o.smoke else 20000
         entries = payloads.write_entries(
             self.workdir / "lookups.txt", payloads.lookup_slots(count, self.o.windows),
@@ -460,6 +463,7 @@ class Bench:
     # ---- the whole run ------------------------------------------------------------------------
 
     def attempt(self, name: str, run: Callable[[], Row | tuple[Row, ...]]) -> None:
+        waited, busy = wait_quiet(limit=QUIET_WAIT_SMOKE if self.o.smoke else QUIET_WAIT)
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         started = time.perf_counter()
         try:
@@ -468,10 +472,25 @@ class Bench:
             traceback.print_exc(file=sys.stderr)
             self.rows[name] = Row(name, status="failed", reason=f"{type(exc).__name__}: {exc}")
             return
+        finally:
+            self.drop_databases()
         for row in result if isinstance(result, tuple) else (result,):
+            row.detail["quiet_wait_s"] = round(waited, 2)
+            row.detail["busy_cores_before"] = round(busy, 3)
+            if busy >= QUIET_CORES:
+                row.notes.append(f"the machine was still busy when it started ({busy:.2f} "
+                                 f"cores in use after waiting {waited:.0f} s)")
             self.rows[row.name] = row
         print(f"bench: {name} done in {time.perf_counter() - started:.1f} s", file=sys.stderr,
               flush=True)
+
+    def drop_databases(self) -> None:
+        """A finished scenario's SQLite files, deleted (unless --keep): the kernel would
+        otherwise write them out while the next scenario measures."""
+        if self.o.keep:
+            return
+        for path in self.workdir.glob("*.db*"):
+            path.unlink(missing_ok=True)
 
     def skip(self, name: str, reason: str) -> None:
         self.rows[name] = Row(name, status="skipped", reason=reason)

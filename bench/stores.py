@@ -119,8 +119,10 @@ def load_conversations(url: str, count: int) -> float:
                     if batch:
                         copy.write("\n".join(batch) + "\n")
                 raw.commit()
-                cur.execute("ANALYZE conversations")
-                raw.commit()
+                # As a table of that age would be: vacuumed (its visibility map set) and
+                # analysed, not left for autovacuum to take on in the middle of the run.
+                raw.driver_connection.autocommit = True  # type: ignore[union-attr]
+                cur.execute("VACUUM (ANALYZE) conversations")
             finally:
                 raw.close()
         finally:
