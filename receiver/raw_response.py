@@ -1,13 +1,15 @@
 """A JSON answer sent straight as its two ASGI messages, for the hot paths that run before
 Starlette's router (receiver/webhooks.py, the window lookup in receiver/windows_api.py):
 the same bytes and headers as Starlette's JSONResponse, without building one (in a profile
-of the lookup, building the JSONResponse was ~10 % of the GIL's time, ~7.5 of it rendering,
-which stays)."""
+of the lookup, building the JSONResponse was ~10 % of the GIL's time, ~7.5 of it rendering;
+rendered by orjson, the rendering is ~0.1 us instead of ~3)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+import orjson
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -22,6 +24,12 @@ async def send_json_bytes(send: Any, status: int, body: bytes,
 
 
 def render(content: Any) -> bytes:
-    """`content` as Starlette's JSONResponse renders it."""
-    return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None,
-                      separators=(",", ":")).encode("utf-8")
+    """`content` as Starlette's JSONResponse renders it (compact, non-ASCII as is). orjson
+    writes the same bytes; what it refuses (an integer over 64 bits, a key that is not a
+    string) goes to json.dumps as Starlette calls it. These answers hold no floats: orjson
+    would write a NaN as null, where Starlette refuses it."""
+    try:
+        return orjson.dumps(content)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None,
+                          separators=(",", ":")).encode("utf-8")
