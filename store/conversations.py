@@ -218,15 +218,21 @@ def window_times(engine: Engine, *, channel: str, account: str,
 
 async def window_times_pg(reads: AsyncReads, dialect: Dialect, *, channel: str, account: str,
                           customer: str) -> WindowTimes | None:
-    """`window_times` on PostgreSQL, awaited on the event loop (store/pg_reads.py)."""
-    found = await reads.one(_WINDOW_PG, (channel, account, customer))
+    """`window_times` on PostgreSQL, awaited on the event loop: lookups that arrive together
+    are one statement (store/pg_reads.py, KeyedReads)."""
+    found = await reads.keyed(_WINDOWS_PG).get((channel, account, customer))
     if found is None:
         return None
     convert = _time_reader(dialect)
     return WindowTimes(convert(found[0]), convert(found[1]))
 
 
-_WINDOW_PG = WINDOW_SQL.replace("?", "%s")
+# Many keys at once, the unique index probed for each; an absent key answers no row.
+_WINDOWS_PG = ("SELECT k.i, c.last_inbound_at, c.last_outbound_at "
+               "FROM unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY "
+               "AS k(channel, account, customer, i) "
+               "JOIN conversations c ON c.channel = k.channel AND c.account = k.account "
+               "AND c.customer = k.customer")
 
 
 def by_last_inbound(session: Session, *, after: datetime, until: datetime, unanswered: bool,

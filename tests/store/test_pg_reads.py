@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
 from sqlalchemy import Engine
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
@@ -81,3 +83,87 @@ def test_an_unreachable_server_is_said_so() -> None:
     reads = AsyncReads(make_url("postgresql+psycopg://nobody@127.0.0.1:1/none"))
     with pytest.raises(db.Unreachable):
         asyncio.run(reads.one("SELECT 1", ()))
+
+
+def test_an_unreachable_server_is_said_to_every_lookup_that_waited_together() -> None:
+    reads = AsyncReads(make_url("postgresql+psycopg://nobody@127.0.0.1:1/none"))
+
+    async def lookups() -> list[BaseException | conversations.WindowTimes | None]:
+        try:
+            return await asyncio.gather(
+                *(conversations.window_times_pg(reads, postgresql.dialect(), channel="whatsapp",
+                                                account="91856321412", customer=f"9185632{i:04d}")
+                  for i in range(5)), return_exceptions=True)
+        finally:
+            await reads.close()
+
+    assert all(isinstance(found, db.Unreachable) for found in asyncio.run(lookups()))
+
+
+class CountedReads(AsyncReads):
+    """The real reads, counting the statements sent."""
+
+    statements = 0
+
+    async def rows(self, sql: str, params: tuple[Any, ...], *,
+                   first_only: bool = False) -> list[tuple[Any, ...]]:
+        self.statements += 1
+        return await super().rows(sql, params, first_only=first_only)
+
+
+def _customers_seen(engine: Engine, count: int) -> list[str]:
+    customers = [f"9170000{i:05d}" for i in range(count)]
+    with Session(engine) as session, session.begin():
+        for i, customer in enumerate(customers):
+            conversations.record_inbound(
+                session, channel="whatsapp", account="91856321412", customer=customer,
+                message_at=T - timedelta(minutes=i), message_id=f"m{customer}",
+                customer_name=None, now=T)
+    return customers
+
+
+def test_lookups_that_arrive_together_are_one_statement_each_answered_its_own(
+        pg_engine: Engine) -> None:
+    seen = _customers_seen(pg_engine, 30)
+    asked = [*seen, "91600000001", seen[3], "91600000002", seen[0]]  # absent ones, repeats
+
+    async def scenario() -> tuple[list[conversations.WindowTimes | None], int]:
+        reads = CountedReads(pg_engine.url)
+        try:
+            found = await asyncio.gather(*(conversations.window_times_pg(
+                reads, pg_engine.dialect, channel="whatsapp", account="91856321412",
+                customer=customer) for customer in asked))
+            return list(found), reads.statements
+        finally:
+            await reads.close()
+
+    found, statements = asyncio.run(scenario())
+    assert statements == 1
+    for customer, times in zip(asked, found, strict=True):
+        if customer.startswith("916"):
+            assert times is None
+        else:
+            assert times is not None
+            assert times.last_inbound_at == T - timedelta(minutes=seen.index(customer))
+
+
+def test_a_lookup_given_up_on_leaves_the_others_answered(pg_engine: Engine) -> None:
+    seen = _customers_seen(pg_engine, 3)
+
+    async def scenario() -> list[BaseException | conversations.WindowTimes | None]:
+        reads = AsyncReads(pg_engine.url)
+        try:
+            lookups = [asyncio.ensure_future(conversations.window_times_pg(
+                reads, pg_engine.dialect, channel="whatsapp", account="91856321412",
+                customer=customer)) for customer in seen]
+            await asyncio.sleep(0)  # each has queued its key
+            lookups[1].cancel()
+            return await asyncio.gather(*lookups, return_exceptions=True)
+        finally:
+            await reads.close()
+
+    first, second, third = asyncio.run(scenario())
+    assert isinstance(second, asyncio.CancelledError)
+    assert isinstance(first, conversations.WindowTimes) and first.last_inbound_at == T
+    assert isinstance(third, conversations.WindowTimes)
+    assert third.last_inbound_at == T - timedelta(minutes=2)
