@@ -142,10 +142,13 @@ class KeyedReads:
         self._queue: list[tuple[tuple[Any, ...], asyncio.Future[tuple[Any, ...] | None]]] = []
         self._running = 0
         self._scheduled = False
+        self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def get(self, key: tuple[Any, ...]) -> tuple[Any, ...] | None:
         """The columns found for `key`, or None. Raises what the read raised."""
+        if self._closed:
+            raise RuntimeError("these reads are closed")
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[tuple[Any, ...] | None] = loop.create_future()
         self._queue.append((key, answer))
@@ -156,7 +159,7 @@ class KeyedReads:
 
     def _start(self) -> None:
         self._scheduled = False
-        while self._queue and self._running < self._size:
+        while not self._closed and self._queue and self._running < self._size:
             batch, self._queue = self._queue[:self._limit], self._queue[self._limit:]
             self._running += 1
             task = asyncio.get_running_loop().create_task(self._ask(batch))
@@ -187,7 +190,12 @@ class KeyedReads:
                 self._start()
 
     async def close(self) -> None:
-        """Stop the statements in flight (their readers' waits are cancelled)."""
+        """Stop the statements in flight and start no more (every reader still waiting is
+        cancelled)."""
+        self._closed = True
+        queued, self._queue = self._queue, []
+        for _, answer in queued:
+            answer.cancel()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -167,3 +167,16 @@ def test_a_lookup_given_up_on_leaves_the_others_answered(pg_engine: Engine) -> N
     assert isinstance(first, conversations.WindowTimes) and first.last_inbound_at == T
     assert isinstance(third, conversations.WindowTimes)
     assert third.last_inbound_at == T - timedelta(minutes=2)
+
+
+def test_closing_the_reads_ends_the_lookups_still_waiting(pg_engine: Engine) -> None:
+    async def scenario() -> list[BaseException | conversations.WindowTimes | None]:
+        reads = AsyncReads(pg_engine.url)
+        lookups = [asyncio.ensure_future(conversations.window_times_pg(
+            reads, pg_engine.dialect, channel="whatsapp", account="91856321412",
+            customer="91856321432")) for _ in range(3)]
+        await asyncio.sleep(0)  # queued, not yet asked
+        await reads.close()
+        return await asyncio.wait_for(asyncio.gather(*lookups, return_exceptions=True), 5)
+
+    assert all(isinstance(found, asyncio.CancelledError) for found in asyncio.run(scenario()))
