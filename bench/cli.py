@@ -440,7 +440,7 @@ class Bench:
         row, half = Row(name), Row(half_name)
         conns = self.o.api_connections
         seconds = stores.load_conversations(url, self.o.windows)
-        wait_quiet(limit=QUIET_WAIT_SMOKE if self.o.smoke else QUIET_WAIT)  # the load's writes
+        self.wait_quiet()  # the load's writes
         count = 2000 if self.o.smoke else 20000
         entries = payloads.write_entries(
             self.workdir / "lookups.txt", payloads.lookup_slots(count, self.o.windows),
@@ -463,7 +463,7 @@ class Bench:
     # ---- the whole run ------------------------------------------------------------------------
 
     def attempt(self, name: str, run: Callable[[], Row | tuple[Row, ...]]) -> None:
-        waited, busy = wait_quiet(limit=QUIET_WAIT_SMOKE if self.o.smoke else QUIET_WAIT)
+        waited, busy = self.wait_quiet()
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         started = time.perf_counter()
         try:
@@ -483,6 +483,9 @@ class Bench:
             self.rows[row.name] = row
         print(f"bench: {name} done in {time.perf_counter() - started:.1f} s", file=sys.stderr,
               flush=True)
+
+    def wait_quiet(self) -> tuple[float, float]:
+        return wait_quiet(limit=QUIET_WAIT_SMOKE if self.o.smoke else QUIET_WAIT)
 
     def drop_databases(self) -> None:
         """A finished scenario's SQLite files, deleted (unless --keep): the kernel would

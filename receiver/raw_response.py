@@ -6,10 +6,9 @@ rendered by orjson, the rendering is ~0.1 us instead of ~3)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import orjson
+from store import json_text
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -24,12 +23,7 @@ async def send_json_bytes(send: Any, status: int, body: bytes,
 
 
 def render(content: Any) -> bytes:
-    """`content` as Starlette's JSONResponse renders it (compact, non-ASCII as is). orjson
-    writes the same bytes; what it refuses (an integer over 64 bits, a key that is not a
-    string) goes to json.dumps as Starlette calls it. These answers hold no floats: orjson
-    would write a NaN as null, where Starlette refuses it."""
-    try:
-        return orjson.dumps(content)
-    except TypeError:  # orjson.JSONEncodeError is one
-        return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None,
-                          separators=(",", ":")).encode("utf-8")
+    """`content` as Starlette's JSONResponse renders it (compact, non-ASCII as is): the JSON
+    columns' encoder (store/json_text.py). These answers hold no floats: a NaN would be
+    written as null, where Starlette refuses it."""
+    return json_text.encode(content)

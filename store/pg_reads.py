@@ -43,33 +43,26 @@ class AsyncReads:
         # Every open connection, and the one cursor each reuses.
         self._cursors: dict[psycopg.AsyncConnection[Any], psycopg.AsyncCursor[Any]] = {}
 
-    async def one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        """The first row of `sql` (psycopg's %s placeholders), or None."""
-        rows = await self.rows(sql, params, first_only=True)
-        return rows[0] if rows else None
-
-    async def rows(self, sql: str, params: tuple[Any, ...], *,
-                   first_only: bool = False) -> list[tuple[Any, ...]]:
-        """Every row of `sql` (only the first: `first_only`)."""
+    async def rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """Every row of `sql` (psycopg's %s placeholders)."""
         try:
-            return await self._rows(sql, params, first_only)
+            return await self._rows(sql, params)
         except psycopg.OperationalError as exc:
             raise Unreachable(str(exc)) from exc
 
-    async def _rows(self, sql: str, params: tuple[Any, ...],
-                    first_only: bool) -> list[tuple[Any, ...]]:
+    async def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         async with self._slots:
             reused = bool(self._idle)
             connection = self._idle.pop() if reused else await self._connect()
             try:
-                rows = await self._read(connection, sql, params, first_only)
+                rows = await self._read(connection, sql, params)
             except psycopg.OperationalError:
                 await self._discard(connection)
                 if not reused:
                     raise
                 connection = await self._connect()  # the server may have restarted since
                 try:
-                    rows = await self._read(connection, sql, params, first_only)
+                    rows = await self._read(connection, sql, params)
                 except BaseException:
                     await self._discard(connection)
                     raise
@@ -109,15 +102,12 @@ class AsyncReads:
             pass
 
     async def _read(self, connection: psycopg.AsyncConnection[Any], sql: str,
-                    params: tuple[Any, ...], first_only: bool) -> list[tuple[Any, ...]]:
+                    params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         # The connection's one cursor, reused, and the statement prepared from its first use
         # (with the lookup's leaner answer, receiver/raw_response.py: 8,600-8,900 -> 9,600-9,850
         # lookups/s).
         cursor = self._cursors[connection]
         await cursor.execute(sql, params, prepare=True)
-        if first_only:
-            row = await cursor.fetchone()
-            return [row] if row is not None else []
         return await cursor.fetchall()
 
 

@@ -25,9 +25,10 @@ def test_text_is_json_that_reads_back_the_same() -> None:
     assert "你好" in json_text.dumps(plain)  # as it is, not as \u escapes
 
 
-def test_what_orjson_refuses_is_written_as_the_standard_library_writes_it() -> None:
-    for value in ({"big": 2 ** 70}, {1: "a key that is not a string"}):
-        assert json_text.dumps(value) == json.dumps(value)
+def test_what_orjson_refuses_is_written_by_the_standard_library_in_the_same_form() -> None:
+    for value in ({"big": 2 ** 70, "text": "你好"}, {1: "a key that is not a string"}):
+        assert json_text.dumps(value) == json.dumps(value, ensure_ascii=False,
+                                                    separators=(",", ":"))
 
 
 def test_a_number_too_large_for_a_float_is_written_as_null_not_infinity() -> None:

@@ -60,13 +60,11 @@ def test_a_connection_the_server_ended_is_replaced_and_the_read_answered(
     async def scenario() -> tuple[int, int, conversations.WindowTimes | None]:
         reads = AsyncReads(pg_engine.url, size=1)
         try:
-            first = await reads.one("SELECT pg_backend_pid()", ())
-            assert first is not None
+            [first] = await reads.rows("SELECT pg_backend_pid()", ())
             with psycopg.connect(pg_engine.url.set(drivername="postgresql").render_as_string(
                     hide_password=False), autocommit=True) as admin:
                 admin.execute("SELECT pg_terminate_backend(%s)", (first[0],))
-            again = await reads.one("SELECT pg_backend_pid()", ())
-            assert again is not None
+            [again] = await reads.rows("SELECT pg_backend_pid()", ())
             window = await conversations.window_times_pg(
                 reads, pg_engine.dialect, channel="whatsapp", account="91856321412",
                 customer="91856321432")
@@ -82,7 +80,7 @@ def test_a_connection_the_server_ended_is_replaced_and_the_read_answered(
 def test_an_unreachable_server_is_said_so() -> None:
     reads = AsyncReads(make_url("postgresql+psycopg://nobody@127.0.0.1:1/none"))
     with pytest.raises(db.Unreachable):
-        asyncio.run(reads.one("SELECT 1", ()))
+        asyncio.run(reads.rows("SELECT 1", ()))
 
 
 def test_an_unreachable_server_is_said_to_every_lookup_that_waited_together() -> None:
@@ -105,10 +103,9 @@ class CountedReads(AsyncReads):
 
     statements = 0
 
-    async def rows(self, sql: str, params: tuple[Any, ...], *,
-                   first_only: bool = False) -> list[tuple[Any, ...]]:
+    async def rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         self.statements += 1
-        return await super().rows(sql, params, first_only=first_only)
+        return await super().rows(sql, params)
 
 
 def _customers_seen(engine: Engine, count: int) -> list[str]:
