@@ -27,6 +27,7 @@ from sqlmodel import Session
 from receiver.apply import apply_guarded, apply_many, failure_detail
 from receiver.events import Event
 from receiver.parsers import Parser, parsers
+from receiver.pending_cursor import PendingCursor, Rescan
 from receiver.settings import Settings
 from store import db, inbox
 from store.spool import Spool
@@ -97,26 +98,53 @@ def _fast_then_careful(work: Callable[[bool], int]) -> int:
         return db.retrying(lambda: work(True), attempts=ATTEMPTS, what="applying a batch")
 
 
-def apply_batch(engine: Engine, *, settings: Settings, read: dict[tuple[str, str], Parser],
-                clock: Callable[[], datetime], limit: int = BATCH) -> int:
-    """Apply up to `limit` pending bodies of `inbox_bodies` in one transaction; how many."""
-    with Session(engine) as session:  # read and parse outside the write lock
+def _read_pending(session: Session, cursor: PendingCursor | None, *, limit: int,
+                  now: float) -> tuple[list[Any], bool]:
+    """The next bodies to apply, and whether the read stopped at `limit` (there may be
+    more): by state on SQLite (`cursor` None), past the cursor on PostgreSQL."""
+    if cursor is None:
         rows = inbox.pending(session, limit=limit)
+        return rows, len(rows) == limit
+    read = cursor.next_read(now)
+    if isinstance(read, Rescan):
+        newest = inbox.max_id(session)
+        rows = inbox.pending(session, limit=limit, after=read.after_id)
+        full = len(rows) == limit
+        cursor.rescanned([row.id for row in rows], newest=newest, full=full, now=now)
+        return rows, full
+    found = inbox.by_ids(session, read.gaps) if read.gaps else []
+    passed = inbox.forward(session, after=read.after_id, limit=limit)
+    cursor.read_forward([row.id for row in passed], found=[row.id for row in found], now=now)
+    return [row for row in found + passed if row.state == "pending"], len(passed) == limit
+
+
+def apply_batch(engine: Engine, *, settings: Settings, read: dict[tuple[str, str], Parser],
+                clock: Callable[[], datetime], limit: int = BATCH,
+                cursor: PendingCursor | None = None,
+                ticks: Callable[[], float] = time.monotonic) -> tuple[int, bool]:
+    """Apply up to `limit` pending bodies of `inbox_bodies` in one transaction: how many,
+    and whether there may be more to read now."""
+    with Session(engine) as session:  # read and parse outside the write lock
+        rows, more = _read_pending(session, cursor, limit=limit, now=ticks())
     if not rows:
-        return 0
+        return 0, more
     parsed = [(row, _parse(row, read)) for row in rows]
 
     def work(careful: bool) -> int:
+        now = clock()
         with Session(db.writer(engine)) as session, session.begin():
             db.serialize_writers(session, APPLY_LOCK)
-            still = inbox.still_pending(session, [row.id for row in rows])  # another applier?
-            updates = _apply_parsed(session, [p for p in parsed if p[0].id in still],
-                                    settings=settings, now=clock(), careful=careful)
-            if updates:
-                inbox.set_states(session, updates)
-            return len(rows)
+            # Marked applied now, if another applier has not taken them: the outcome of
+            # nearly all; those that come out otherwise are updated after.
+            mine = inbox.claim_bodies(session, [row.id for row in rows], now=now)
+            updates = _apply_parsed(session, [p for p in parsed if p[0].id in mine],
+                                    settings=settings, now=now, careful=careful)
+            changed = [u for u in updates if u != (u[0], "applied", now, None)]
+            if changed:
+                inbox.set_states(session, changed)
+            return len(mine)
 
-    return _fast_then_careful(work)
+    return _fast_then_careful(work), more
 
 
 def apply_spooled(engine: Engine, spool: Spool, *, settings: Settings,
@@ -172,15 +200,23 @@ class Drainer:
     def __init__(self, engine: Engine, settings: Settings, clock: Callable[[], datetime], *,
                  spool: Spool | None = None,
                  on_applied: Callable[[], None] | None = None,
-                 on_moved: Callable[[int], None] | None = None) -> None:
+                 on_moved: Callable[[int], None] | None = None,
+                 ticks: Callable[[], float] = time.monotonic) -> None:
         self._engine = engine
+        self._ticks = ticks  # the cursor's timing (GAP_SECONDS, RESCAN_SECONDS)
         self._spool = spool
         self._settings = settings
         self._read = parsers(settings)
         self._clock = clock
         self._on_applied = on_applied
         self._on_moved = on_moved or (spool.delete_through if spool is not None else None)
-        self._batch = PG_BATCH if engine.dialect.name == "postgresql" else BATCH
+        postgresql = engine.dialect.name == "postgresql"
+        self._batch = PG_BATCH if postgresql else BATCH
+        self._cursor = PendingCursor() if postgresql else None
+        # One drain at a time (the applier's thread, a test's settle): a drain that found
+        # nothing past the cursor must not return while another has read bodies it has not
+        # yet applied.
+        self._draining = threading.Lock()
         # Spool ids: the last moved into the main database, and the last let go of.
         self._moved = self._forgotten = 0
         self._forgotten_at = time.monotonic()
@@ -189,6 +225,10 @@ class Drainer:
         """Apply batches until none is pending; how many bodies. `whole=False`: stop after
         the first batch that was not full (the caller waits a little for more: a batch of
         few bodies costs nearly as much as one of many)."""
+        with self._draining:
+            return self._drain(whole)
+
+    def _drain(self, whole: bool) -> int:
         total = 0
         while True:
             done = 0
@@ -198,16 +238,18 @@ class Drainer:
                                                   clock=self._clock, after_id=self._moved)
                 if time.monotonic() - self._forgotten_at > FORGET_SECONDS:
                     self._forget()
+            more = done == BATCH
             if not done:  # PostgreSQL's bodies, or any left pending in `inbox_bodies`
-                done = apply_batch(self._engine, settings=self._settings,
-                                   read=self._read, clock=self._clock, limit=self._batch)
-            if not done:
-                self._forget()  # idle: a good moment to empty the spool of what was moved
-                return total
-            total += done
-            if self._on_applied is not None:
+                done, more = apply_batch(self._engine, settings=self._settings,
+                                         read=self._read, clock=self._clock,
+                                         limit=self._batch, cursor=self._cursor,
+                                         ticks=self._ticks)
+            if done and self._on_applied is not None:
                 self._on_applied()
-            if not whole and done < self._batch:
+            total += done
+            if not more and (not done or not whole):
+                if not done:
+                    self._forget()  # idle: a good moment to empty the spool of what was moved
                 return total
 
     def _forget(self) -> None:

@@ -3,14 +3,17 @@
 Every webhook request hands its parsed body to `Ingestor.submit` and waits. A writer thread
 takes whatever has queued up, stores it all as `pending` in one insert, commits, and only then
 releases the waiting requests: each callback is durable before its 200, yet a burst of
-callbacks costs one commit, not one each. On PostgreSQL two writers take turns, so that one
-batch gathers while the other waits for its commit's round trip (SQLite's spool takes one
-writer at a time: there, one). Its effects are applied afterwards, from the stored
+callbacks costs one commit, not one each. On SQLite the insert goes to the spool
+(store/spool.py); on PostgreSQL it is one statement on the writer's own connection in
+autocommit (store/pg_append.py): one round trip. One writer: with a batch one round trip, a
+second one that gathered while the first waited cost more CPU than it saved
+(docs/performance.md, "Ninth pass"). Its effects are applied afterwards, from the stored
 rows, by the applier (receiver/applier.py): nothing but an insert and a commit stands between
 a vendor and its acknowledgement.
 
-If the batch's insert fails, each body is stored in its own savepoint, so one body the
-database refuses is quarantined without taking the others down with it.
+If the batch's insert fails, it is done again in a session, and if that fails too each body
+is stored in its own savepoint, so one body the database refuses is quarantined without
+taking the others down with it.
 """
 
 from __future__ import annotations
@@ -29,13 +32,13 @@ from sqlmodel import Session
 from receiver.errors import Unavailable
 from receiver.events import Event
 from store import db, inbox
+from store.pg_append import PgAppend
 from store.spool import Spool
 from store.writer_threads import WriterThreads
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 512
-WRITERS = {"sqlite": 1, "postgresql": 2}
 ATTEMPTS = 4
 WATCH_SECONDS = 0.05
 
@@ -116,10 +119,10 @@ class Ingestor:
                  on_commit: Callable[[], None] | None = None) -> None:
         self._engine = db.writer(engine)
         self._spool = spool
+        self._append = PgAppend(engine) if engine.dialect.name == "postgresql" else None
         self._on_commit = on_commit
         self._writers: WriterThreads[tuple[Received, asyncio.Future[str]]] = WriterThreads(
-            self._store, name="replywindow-ingest", max_batch=MAX_BATCH,
-            threads=WRITERS.get(engine.dialect.name, 1))
+            self._store, name="replywindow-ingest", max_batch=MAX_BATCH)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._deadlines: dict[float, deque[tuple[float, asyncio.Future[str]]]] = {}
@@ -137,6 +140,8 @@ class Ingestor:
         self._closing = True
         for thread in self._writers.stop():  # each drains the queue before it ends
             await asyncio.to_thread(thread.join)
+        if self._append is not None:
+            self._append.close()
         await asyncio.to_thread(self._delete_moved)
         # The writers' last answers were handed to the loop before they ended: let them run.
         await asyncio.sleep(0)
@@ -227,6 +232,15 @@ class Ingestor:
     def _write(self, items: list[Received]) -> list[str]:
         if self._spool is not None:
             return self._write_spool(self._spool, items)
+        if self._append is not None and all(item.error_code is None for item in items):
+            try:
+                self._append.append([_row(item) for item in items])
+                return _states(items)
+            except Exception as exc:  # a broken connection, a body refused: the long way
+                logger.warning("a webhook batch's one statement failed; storing it again "
+                               "through a session", extra={
+                                   "action": "webhook_append_failed", "count": len(items),
+                                   "error": type(exc).__name__})
         try:
             return self._transaction(items, store_batch_fast)
         except Exception as exc:

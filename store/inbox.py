@@ -71,19 +71,52 @@ def add_pending(session: Session, rows: list[dict[str, Any]]) -> None:
 
 
 PENDING = text(
-    "SELECT id, vendor, route, received_at, body FROM inbox_bodies "
-    "WHERE state = 'pending' ORDER BY id LIMIT :limit"
+    "SELECT id, state, vendor, route, received_at, body FROM inbox_bodies "
+    "WHERE state = 'pending' AND id > :after ORDER BY id LIMIT :limit"
 ).columns(received_at=UTCDateTime())
+# Every body past the cursor whatever its state (receiver/pending_cursor.py), by the primary
+# key; the bytes only of those still to apply.
+_FORWARD_COLUMNS = ("SELECT id, state, vendor, route, received_at, "
+                    "CASE WHEN state = 'pending' THEN body END AS body FROM inbox_bodies ")
+FORWARD = text(_FORWARD_COLUMNS + "WHERE id > :after ORDER BY id LIMIT :limit").columns(
+    received_at=UTCDateTime())
+BY_IDS = text(_FORWARD_COLUMNS + "WHERE id = ANY(CAST(:ids AS BIGINT[])) ORDER BY id").columns(
+    received_at=UTCDateTime())
 
 
-def pending(session: Session, *, limit: int) -> list[Any]:
-    """The oldest bodies not yet applied: (id, vendor, route, received_at, body) rows."""
-    return list(session.connection().execute(PENDING, {"limit": limit}).all())
+def pending(session: Session, *, limit: int, after: int = 0) -> list[Any]:
+    """The oldest bodies not yet applied, past `after`: (id, state, vendor, route,
+    received_at, body) rows."""
+    return list(session.connection().execute(PENDING, {"limit": limit, "after": after}).all())
 
 
-STILL_PENDING = text(
-    "SELECT id FROM inbox_bodies WHERE state = 'pending' AND id IN :ids"
-).bindparams(bindparam("ids", expanding=True))
+def forward(session: Session, *, after: int, limit: int) -> list[Any]:
+    """PostgreSQL: the bodies past `after`, in any state, `body` None unless pending."""
+    return list(session.connection().execute(FORWARD, {"after": after, "limit": limit}).all())
+
+
+def by_ids(session: Session, ids: list[int]) -> list[Any]:
+    """PostgreSQL: those of these bodies that are stored, as `forward` reads them."""
+    return list(session.connection().execute(BY_IDS, {"ids": ids}).all())
+
+
+_CLAIM_BODIES = ("UPDATE inbox_bodies SET state = 'applied', applied_at = :now "
+                 "WHERE state = 'pending' AND id {} RETURNING id")
+_NOW = bindparam("now", type_=UTCDateTime())
+CLAIM_BODIES = {
+    "postgresql": text(_CLAIM_BODIES.format("= ANY(CAST(:ids AS BIGINT[]))")).bindparams(_NOW),
+    "sqlite": text(_CLAIM_BODIES.format("IN :ids")).bindparams(
+        bindparam("ids", expanding=True), _NOW),
+}
+
+
+def claim_bodies(session: Session, ids: list[int], *, now: datetime) -> set[int]:
+    """Under the applier's lock: mark these bodies applied now, those still pending (another
+    applier may have taken some); which. One statement, where a check and an update of each
+    body had been two, the second one a statement a body."""
+    connection = session.connection()
+    claim = CLAIM_BODIES[connection.dialect.name]
+    return set(connection.execute(claim, {"ids": ids, "now": now}).scalars())
 
 
 TAKEN = text("SELECT id, body FROM inbox_bodies WHERE id BETWEEN :low AND :high")
@@ -109,11 +142,6 @@ def move_in(session: Session, rows: list[dict[str, Any]]) -> dict[int, int]:
                 **{k: v for k, v in row.items() if k != "id"},
                 "headers": json.loads(row["headers"])}).scalar_one()
     return stored
-
-
-def still_pending(session: Session, ids: list[int]) -> set[int]:
-    """Which of these bodies no one has applied yet (read under the applier's lock)."""
-    return set(session.connection().execute(STILL_PENDING, {"ids": ids}).scalars())
 
 
 def max_id(session: Session) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,10 +16,11 @@ from sqlalchemy import Engine, text
 from sqlmodel import Session
 
 from receiver import crypto
-from receiver.applier import Drainer
+from receiver.applier import APPLY_LOCK, Drainer
 from receiver.apply import apply_events
 from receiver.ingest import Received, _row, store_batch_fast
 from receiver.parsers import parsers
+from receiver.pending_cursor import GAP_SECONDS, RESCAN_SECONDS
 from receiver.settings import Settings
 from store import db, inbox, migrate
 from store.models import OutboundMessage
@@ -180,3 +183,87 @@ def test_a_batch_is_128_bodies_on_sqlite_and_512_on_postgresql(
     assert len(commits) == (2 if engine.dialect.name == "postgresql" else 5)
     with Session(engine) as session:
         assert inbox.count_pending(session) == 0
+
+
+def _uplink(settings: Settings, message_id: str) -> Received:
+    body = _json("itnio_wa_uplink_text.json", messageId=message_id)
+    return Received("itnio", "whatsapp", NOW, {}, body,
+                    events=parsers(settings)[("itnio", "whatsapp")](body))
+
+
+def _applied_ids(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return sorted(conn.execute(text(
+            "SELECT vendor_message_id FROM chat_messages")).scalars())
+
+
+@pytest.mark.postgres
+def test_a_body_committed_after_a_later_one_was_applied_is_applied_all_the_same(
+        db_url: str, engine: Engine) -> None:
+    """PostgreSQL hands out ids before commit: the applier's cursor passes an id still being
+    committed, and finds its body once it is."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite's bodies are found by state, and commit in id order")
+    settings = _settings(db_url)
+    drainer = Drainer(engine, settings, lambda: NOW)
+    assert drainer.drain() == 0  # placed
+    with Session(engine) as slow:
+        slow.begin()
+        store_batch_fast(slow, [_uplink(settings, "m-slow")])  # id 1, not committed
+        with Session(engine) as fast, fast.begin():
+            store_batch_fast(fast, [_uplink(settings, "m-fast")])  # id 2
+        assert drainer.drain() == 1
+        assert _applied_ids(engine) == ["m-fast"]
+        slow.commit()
+    assert drainer.drain() == 1
+    assert _applied_ids(engine) == ["m-fast", "m-slow"]
+
+
+@pytest.mark.postgres
+def test_a_body_committed_too_late_for_the_cursor_is_found_by_the_next_rescan(
+        db_url: str, engine: Engine) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite's bodies are found by state")
+    settings = _settings(db_url)
+    now = [0.0]
+    drainer = Drainer(engine, settings, lambda: NOW, ticks=lambda: now[0])
+    assert drainer.drain() == 0
+    with Session(engine) as slow:
+        slow.begin()
+        store_batch_fast(slow, [_uplink(settings, "m-slow")])
+        with Session(engine) as fast, fast.begin():
+            store_batch_fast(fast, [_uplink(settings, "m-fast")])
+        assert drainer.drain() == 1
+        now[0] += GAP_SECONDS + 1  # the cursor gives the id up: a rollback, as far as it knows
+        assert drainer.drain() == 0
+        slow.commit()
+    assert drainer.drain() == 0
+    now[0] += RESCAN_SECONDS
+    assert drainer.drain() == 1
+    assert _applied_ids(engine) == ["m-fast", "m-slow"]
+
+
+@pytest.mark.postgres
+def test_a_drain_waits_for_what_another_drain_has_read_but_not_yet_applied(
+        db_url: str, engine: Engine) -> None:
+    """Two drains at once (the applier's thread and a test's settle) share the cursor: the
+    second returns only once the first has applied what it read past it."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("the cursor is PostgreSQL's")
+    settings = _settings(db_url)
+    drainer = Drainer(engine, settings, lambda: NOW)
+    drainer.drain()
+    with Session(engine) as session, session.begin():
+        store_batch_fast(session, [_uplink(settings, "m-1")])
+    with engine.connect() as blocker:  # holds the appliers' lock
+        blocker.execute(text("SELECT pg_advisory_lock(:k)"), {"k": APPLY_LOCK})
+        first = threading.Thread(target=drainer.drain)
+        first.start()
+        time.sleep(0.3)  # it has read the body past the cursor, and waits for the lock
+        release = threading.Timer(0.5, lambda: blocker.execute(
+            text("SELECT pg_advisory_unlock(:k)"), {"k": APPLY_LOCK}))
+        release.start()
+        drainer.drain()
+        assert _applied_ids(engine) == ["m-1"]
+        release.join()
+    first.join()

@@ -1,0 +1,65 @@
+"""PostgreSQL: the webhook writer's one statement a batch.
+
+The ingest writer (receiver/ingest.py) keeps a connection of its own, in autocommit, and
+stores a batch of bodies as one `INSERT ... SELECT FROM unnest(...)`: the statement commits
+itself (synchronous_commit as the server has it: durable before it returns), so a batch is
+one round trip where a pooled session made five (the pool's ping, BEGIN, COPY, the end of
+the COPY, COMMIT), and the writer takes the GIL back from the event loop once, not five
+times (docs/performance.md, "Ninth pass"). A connection that fails is closed; the caller
+stores that batch through a session, and the next batch opens another connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Engine
+
+from store import json_text
+
+APPEND = (
+    "INSERT INTO inbox_bodies (vendor, route, received_at, headers, body, state, dedup_key, "
+    "event_count, detail) SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], "
+    "%s::text[]::jsonb[], %s::bytea[], %s::text[], %s::text[], %s::int[], %s::text[])"
+)
+COLUMNS = ("vendor", "route", "received_at", "headers", "body", "state", "dedup_key",
+           "event_count", "detail")
+
+
+class PgAppend:
+    """A connection of its own to `engine`'s database, kept between batches. One thread at
+    a time (the ingest writer's)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._conn: Any = None
+
+    def _connection(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            pooled = self._engine.raw_connection()  # the engine's connect arguments
+            conn = pooled.driver_connection
+            pooled.detach()  # ours, not the pool's, until it fails or we close it
+            conn.autocommit = True
+            self._conn = conn
+        return self._conn
+
+    def append(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Store `rows` (ingest's `_row` dicts), committed when this returns."""
+        columns: list[list[Any]] = [[] for _ in COLUMNS]
+        for row in rows:
+            for values, name in zip(columns, COLUMNS, strict=True):
+                values.append(row[name])
+        headers = columns[3]
+        columns[3] = [json_text.dumps(h) for h in headers]
+        conn = self._connection()
+        try:
+            conn.execute(APPEND, columns, prepare=True)
+        except Exception:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
