@@ -21,10 +21,7 @@ if TYPE_CHECKING:  # psycopg is imported only on PostgreSQL
 
 # Plain SQL both databases speak, so it is compiled once (see store/inbox.py CLAIM). The
 # window only grows: a late, older message changes nothing. SET sees the old row throughout.
-_RECORD_INBOUND_SQL = """
-INSERT INTO conversations (channel, account, customer, customer_name, last_inbound_at,
-                           last_inbound_message_id, created_at, updated_at)
-VALUES (:channel, :account, :customer, :customer_name, :at, :message_id, :now, :now)
+_ON_INBOUND_CONFLICT = """
 ON CONFLICT (channel, account, customer) DO UPDATE SET
   last_inbound_message_id = CASE
     WHEN conversations.last_inbound_at IS NULL
@@ -37,11 +34,13 @@ ON CONFLICT (channel, account, customer) DO UPDATE SET
   customer_name = COALESCE(excluded.customer_name, conversations.customer_name),
   updated_at = excluded.updated_at
 """
+_RECORD_INBOUND_SQL = """
+INSERT INTO conversations (channel, account, customer, customer_name, last_inbound_at,
+                           last_inbound_message_id, created_at, updated_at)
+VALUES (:channel, :account, :customer, :customer_name, :at, :message_id, :now, :now)
+""" + _ON_INBOUND_CONFLICT
 _TIMES = (bindparam("at", type_=UTCDateTime()), bindparam("now", type_=UTCDateTime()))
 RECORD_INBOUND = text(_RECORD_INBOUND_SQL + "RETURNING id\n").bindparams(*_TIMES)
-# The same for many messages at once (an executemany: no RETURNING; see `ids_of`).
-_TIME_TYPES = {"at": UTCDateTime(), "now": UTCDateTime()}
-RECORD_INBOUNDS = bulk.from_named(_RECORD_INBOUND_SQL, _TIME_TYPES)
 
 
 def record_inbound(session: Session, *, channel: str, account: str, customer: str,
@@ -58,37 +57,63 @@ def record_inbound(session: Session, *, channel: str, account: str, customer: st
 
 
 _TABLE = Conversation.__table__  # type: ignore[attr-defined]
-KEY_COLUMNS = ("channel", "account", "customer")
-IDS_OF = ("SELECT c.id, c.channel, c.account, c.customer FROM k JOIN conversations c "
-          "ON c.channel = k.channel AND c.account = k.account AND c.customer = k.customer")
 Key = tuple[str, str, str]
+_RETURNING = " RETURNING id, channel, account, customer"
+_INBOUND_COLUMNS = ("channel", "account", "customer", "customer_name", "last_inbound_at",
+                    "last_inbound_message_id", "created_at", "updated_at")
+UPSERT_INBOUNDS = bulk.Rows(_TABLE, _INBOUND_COLUMNS, pg_types=(
+    "text", "text", "text", "text", "timestamptz", "text", "timestamptz", "timestamptz"),
+    tail=_ON_INBOUND_CONFLICT + _RETURNING)
+
+
+def _later(current: datetime | None, new: datetime | None) -> bool:
+    """Whether the statements' CASE takes `new` over `current` (a strictly later time; any
+    time, even none, over none)."""
+    return current is None or (new is not None and new > current)
+
+
+def _merged_inbounds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row a conversation, with what `record_inbound` for each row in turn would leave:
+    a statement may not update one row twice (PostgreSQL refuses it)."""
+    merged: dict[Key, dict[str, Any]] = {}
+    for row in rows:
+        key = (row["channel"], row["account"], row["customer"])
+        into = merged.get(key)
+        if into is None:
+            merged[key] = {"channel": key[0], "account": key[1], "customer": key[2],
+                           "customer_name": row["customer_name"],
+                           "last_inbound_at": row["at"],
+                           "last_inbound_message_id": row["message_id"],
+                           "created_at": row["now"], "updated_at": row["now"]}
+            continue
+        if _later(into["last_inbound_at"], row["at"]):
+            into["last_inbound_at"], into["last_inbound_message_id"] = row["at"], row["message_id"]
+        if row["customer_name"] is not None:
+            into["customer_name"] = row["customer_name"]
+        into["updated_at"] = row["now"]
+    return list(merged.values())
 
 
 def record_inbounds(session: Session, rows: list[dict[str, Any]],
                     outbound: list[dict[str, Any]] | None = None) -> dict[Key, int]:
     """`record_inbound` for many messages (rows of its keyword arguments, `message_at` as
     `at`), in order, and `record_outbound` for the `outbound` rows (the same keys); the id of
-    each (channel, account, customer). The two kinds touch different columns and each only
-    moves forward, so doing one kind before the other changes nothing."""
+    each (channel, account, customer). One statement each, whose RETURNING gives the ids
+    (PostgreSQL: the rows as arrays, unnested): a conversation's rows are merged first into
+    what doing them one by one would leave. The two kinds touch different columns and each
+    only moves forward, so doing one kind before the other changes nothing."""
     connection = session.connection()
-    RECORD_INBOUNDS.run(connection, rows)
-    RECORD_OUTBOUNDS.run(connection, outbound or [])
-    keys = list(dict.fromkeys((r["channel"], r["account"], r["customer"])
-                              for r in [*rows, *(outbound or [])]))
     ids: dict[Key, int] = {}
-    for start in range(0, len(keys), 300):  # 3 parameters a key: within SQLite's limit
-        keys_sql, params = bulk.keys_table(connection.dialect, "k", KEY_COLUMNS,
-                                           keys[start:start + 300], ("text",) * 3)
-        for id_, *key in bulk.read(connection, keys_sql + IDS_OF, params):
-            ids[tuple(key)] = id_  # type: ignore[index]
+    found = [*UPSERT_INBOUNDS.run(connection, _merged_inbounds(rows)),
+             *UPSERT_OUTBOUNDS.run(connection, _merged_outbounds(outbound or []))]
+    for id_, *key in found:
+        ids[tuple(key)] = id_  # type: ignore[index]
     return ids
 
 
 # A reply noted in its conversation (it answers the inbound messages before it); plain SQL,
 # compiled once, like RECORD_INBOUND.
-_RECORD_OUTBOUND_SQL = """
-INSERT INTO conversations (channel, account, customer, last_outbound_at, created_at, updated_at)
-VALUES (:channel, :account, :customer, :at, :now, :now)
+_ON_OUTBOUND_CONFLICT = """
 ON CONFLICT (channel, account, customer) DO UPDATE SET
   last_outbound_at = CASE
     WHEN conversations.last_outbound_at IS NULL
@@ -96,11 +121,36 @@ ON CONFLICT (channel, account, customer) DO UPDATE SET
     THEN excluded.last_outbound_at ELSE conversations.last_outbound_at END,
   updated_at = excluded.updated_at
 """
+_RECORD_OUTBOUND_SQL = """
+INSERT INTO conversations (channel, account, customer, last_outbound_at, created_at, updated_at)
+VALUES (:channel, :account, :customer, :at, :now, :now)
+""" + _ON_OUTBOUND_CONFLICT
 RECORD_OUTBOUND = text(_RECORD_OUTBOUND_SQL + "RETURNING id\n").bindparams(*_TIMES)
-RECORD_OUTBOUNDS = bulk.from_named(_RECORD_OUTBOUND_SQL, _TIME_TYPES)
 # The same, through SQLAlchemy: for writers handed a stand-in for a session
 # (sender/group_commit.py) that only offers .connection().execute.
 RECORD_REPLY = text(_RECORD_OUTBOUND_SQL).bindparams(*_TIMES)
+_OUTBOUND_COLUMNS = ("channel", "account", "customer", "last_outbound_at", "created_at",
+                     "updated_at")
+UPSERT_OUTBOUNDS = bulk.Rows(_TABLE, _OUTBOUND_COLUMNS, pg_types=(
+    "text", "text", "text", "timestamptz", "timestamptz", "timestamptz"),
+    tail=_ON_OUTBOUND_CONFLICT + _RETURNING)
+
+
+def _merged_outbounds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """As `_merged_inbounds`, for `record_outbound`."""
+    merged: dict[Key, dict[str, Any]] = {}
+    for row in rows:
+        key = (row["channel"], row["account"], row["customer"])
+        into = merged.get(key)
+        if into is None:
+            merged[key] = {"channel": key[0], "account": key[1], "customer": key[2],
+                           "last_outbound_at": row["at"], "created_at": row["now"],
+                           "updated_at": row["now"]}
+            continue
+        if _later(into["last_outbound_at"], row["at"]):
+            into["last_outbound_at"] = row["at"]
+        into["updated_at"] = row["now"]
+    return list(merged.values())
 
 
 def record_outbound(session: Session, *, channel: str, account: str, customer: str,

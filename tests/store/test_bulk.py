@@ -100,24 +100,62 @@ def _stored_time(engine: Engine, value: datetime) -> Any:
 
 
 def test_many_conversation_upserts_match_one_at_a_time(engine: Engine) -> None:
-    rows = [{"channel": "whatsapp", "account": "91856321412", "customer": f"9185632143{n}",
-             "customer_name": "Priya" if n else None, "at": WHOLE_SECOND + timedelta(hours=n),
-             "message_id": f"wamid.{n}", "now": NOW} for n in range(3)]
+    """A batch names a customer several times: in and out of order, with and without a name,
+    at the same time twice, both ways; one statement a kind must leave what one statement a
+    message leaves."""
+    def inbound(customer: str, hours: int, message_id: str, name: str | None) -> dict[str, Any]:
+        return {"channel": "whatsapp", "account": "91856321412", "customer": customer,
+                "customer_name": name, "at": WHOLE_SECOND + timedelta(hours=hours),
+                "message_id": message_id, "now": NOW + timedelta(seconds=hours)}
+
+    def outbound(customer: str, hours: int) -> dict[str, Any]:
+        return {"channel": "whatsapp", "account": "91856321412", "customer": customer,
+                "at": WHOLE_SECOND + timedelta(hours=hours), "now": NOW}
+
+    before = [inbound("91856321432", 5, "wamid.old", "Old name"), outbound("91856321433", 9)]
+    rows = [inbound("91856321430", 0, "wamid.0", None),
+            inbound("91856321431", 1, "wamid.1", "Priya"),
+            inbound("91856321431", 3, "wamid.3", None),
+            inbound("91856321431", 2, "wamid.2", "Priya S"),  # older: the window stays at 3
+            inbound("91856321431", 3, "wamid.3b", None),  # the same time: the first stays
+            inbound("91856321432", 4, "wamid.4", None),  # older than what is stored
+            inbound("91856321433", 6, "wamid.6", "Ravi")]
+    replies = [outbound("91856321430", 2), outbound("91856321430", 1),
+               outbound("91856321433", 8), outbound("91856321434", 7)]
+
+    def one_at_a_time(session: Session) -> None:
+        for row in (r for r in before if "message_id" in r):
+            conversations.record_inbound(session, channel=row["channel"],
+                                         account=row["account"], customer=row["customer"],
+                                         message_at=row["at"], message_id=row["message_id"],
+                                         customer_name=row["customer_name"], now=row["now"])
+        for row in (r for r in before if "message_id" not in r):
+            conversations.record_outbound(session, channel=row["channel"],
+                                          account=row["account"], customer=row["customer"],
+                                          message_at=row["at"], now=row["now"])
+
     with Session(engine) as session, session.begin():
-        ids = conversations.record_inbounds(session, rows, [
-            {"channel": "whatsapp", "account": "91856321412", "customer": "91856321430",
-             "at": NOW, "now": NOW}])
-    assert len(ids) == 3
+        one_at_a_time(session)
+    with Session(engine) as session, session.begin():
+        ids = conversations.record_inbounds(session, rows, replies)
+    assert len(ids) == 5
+    with engine.connect() as conn:
+        assert ids == {tuple(key): id_ for id_, *key in conn.exec_driver_sql(
+            "SELECT id, channel, account, customer FROM conversations")}
     many = _stored(engine, "conversations")
+
     with Session(engine) as session, session.begin():
         session.connection().exec_driver_sql("DELETE FROM conversations")
+        one_at_a_time(session)
         for row in rows:
             conversations.record_inbound(session, channel=row["channel"],
                                          account=row["account"], customer=row["customer"],
                                          message_at=row["at"], message_id=row["message_id"],
-                                         customer_name=row["customer_name"], now=NOW)
-        conversations.record_outbound(session, channel="whatsapp", account="91856321412",
-                                      customer="91856321430", message_at=NOW, now=NOW)
+                                         customer_name=row["customer_name"], now=row["now"])
+        for row in replies:
+            conversations.record_outbound(session, channel=row["channel"],
+                                          account=row["account"], customer=row["customer"],
+                                          message_at=row["at"], now=row["now"])
     assert _stored(engine, "conversations") == many
 
 
