@@ -6,7 +6,9 @@ itself (synchronous_commit as the server has it: durable before it returns), so 
 one round trip where a pooled session made five (the pool's ping, BEGIN, COPY, the end of
 the COPY, COMMIT), and the writer takes the GIL back from the event loop once, not five
 times (docs/performance.md, "Ninth pass"). A connection that fails is closed; the caller
-stores that batch through a session, and the next batch opens another connection.
+stores that batch through a session, and the next batch opens another connection. (Had it
+failed after its commit, the bodies are stored twice; the copies apply nothing, as a vendor's
+retry would not.)
 """
 
 from __future__ import annotations

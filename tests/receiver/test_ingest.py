@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine, func, text
 from sqlmodel import Session, select
 from starlette.testclient import TestClient
 
@@ -216,3 +217,41 @@ def test_bodies_submitted_together_are_stored_in_order_and_stop_keeps_what_is_qu
     if engine.dialect.name == "sqlite":
         assert list(bodies) == raws
     assert sorted(bodies) == sorted(raws)
+
+
+@pytest.mark.postgres
+def test_a_writer_whose_connection_was_cut_stores_the_batch_all_the_same(
+        db_url: str, engine: Engine, settings: Settings,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """PostgreSQL: the writer keeps a connection of its own; cut, the batch it was to carry
+    goes through a session, and the next batch opens a new one."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("the writer's own connection is PostgreSQL's")
+    read = parsers(settings)[("itnio", "whatsapp")]
+
+    def item(message_id: str) -> Received:
+        raw = json.dumps(uplink(message_id)).encode()
+        return Received("itnio", "whatsapp", NOW, {}, raw, events=read(raw))
+
+    def cut_others() -> None:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+
+    async def scenario() -> list[str]:
+        writer = Ingestor(engine)
+        await writer.start()
+        states = [await writer.submit(item("m1"), timeout=30)]
+        cut_others()
+        states.append(await writer.submit(item("m2"), timeout=30))
+        states.append(await writer.submit(item("m3"), timeout=30))
+        await writer.stop()
+        return states
+
+    with caplog.at_level(logging.WARNING):
+        assert asyncio.run(scenario()) == ["pending"] * 3
+    assert [getattr(r, "action", "") for r in caplog.records].count(
+        "webhook_append_failed") == 1  # m2, and only m2, went the long way
+    Drainer(engine, settings, lambda: NOW).drain()
+    assert count(engine, InboxBody) == 3
+    assert count(engine, ChatMessage) == 3
