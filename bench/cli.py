@@ -34,6 +34,7 @@ import httpx
 from bench import SCENARIOS, payloads, stores
 from bench.load import LoadResult, describe, run_load, which_wrk
 from bench.procs import QUIET_CORES, ROOT, Server, family_kb, running, wait_quiet
+from receiver.http_protocol import UVICORN_HTTP
 
 (CEILING, NAIVE, RW_SQLITE, RW_PG, SUSTAINED, YZJ_ONLY, SENDS, SENDS_HALF, LOOKUP_SQLITE,
  LOOKUP_SQLITE_HALF, LOOKUP_PG, LOOKUP_PG_HALF) = SCENARIOS
@@ -249,7 +250,7 @@ class Bench:
 
     def _replywindow(self, name: str, url: str, **env: Any) -> Server:
         return Server(name, "receiver.app:app_from_env", workdir=self.workdir, factory=True,
-                      env=self._rw_env(url, **env))
+                      env=self._rw_env(url, **env), http=UVICORN_HTTP)
 
     def webhooks(self, name: str, url: str, *, server: str | None = None,
                  warm: Path | None = None, measure: Path | None = None) -> Row:

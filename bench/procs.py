@@ -212,8 +212,9 @@ class Server:
     """`python -m uvicorn TARGET --workers 1` on a free loopback port."""
 
     def __init__(self, name: str, target: str, *, workdir: Path, factory: bool = False,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, http: str | None = None) -> None:
         self.name, self.target, self.factory = name, target, factory
+        self.http = http  # uvicorn's --http: replywindow's servers run as `serve` runs them
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"{name}.log"
@@ -228,6 +229,8 @@ class Server:
         cmd = [sys.executable, "-m", "uvicorn", self.target]
         if self.factory:
             cmd.append("--factory")
+        if self.http:
+            cmd += ["--http", self.http]
         # The same flags for every server. No access log: a line per request would be the
         # same cost everywhere, and it is not what is being compared.
         return [*cmd, "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",

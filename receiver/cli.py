@@ -98,6 +98,8 @@ def serve(host: str, port: int, workers: int, migrate: bool) -> None:
     """Run the service."""
     import uvicorn
 
+    from receiver import http_protocol
+
     settings = _settings()
     if migrate:
         _upgrade(settings)
@@ -107,6 +109,7 @@ def serve(host: str, port: int, workers: int, migrate: bool) -> None:
     # The access log stays, masked: no webhook token, no whole phone number (logging_setup).
     uvicorn.run("receiver.app:app_from_env", factory=True, host=host, port=port,
                 workers=workers, proxy_headers=True, server_header=False,
+                http=http_protocol.UVICORN_HTTP,
                 log_config=logging_setup.uvicorn_log_config())
 
 

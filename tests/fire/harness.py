@@ -43,6 +43,7 @@ from sqlmodel import Session, select
 
 from receiver.applier import wait_applied
 from receiver.crypto import decode_key, decrypt
+from receiver.http_protocol import UVICORN_HTTP
 from receiver.settings import Settings
 from sender import jobs
 from sender.service import LEASE, Sender
@@ -153,6 +154,7 @@ class Service:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "receiver.app:app_from_env", "--factory",
+                 "--http", UVICORN_HTTP,  # as `replywindow serve` runs it
                  "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
                  "--no-access-log"],
                 cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,

@@ -26,6 +26,7 @@ from sqlmodel import Session, col, select
 from starlette.applications import Starlette
 
 from receiver import openapi
+from receiver.http_protocol import HttpProtocol
 from store.models import InboxBody, QuarantinedBody
 
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
@@ -99,6 +100,7 @@ def free_port() -> int:
 def serve(app: Starlette, **options: Any) -> Iterator[str]:
     """`app` under a real uvicorn on loopback, in a thread; yields its base URL."""
     port = free_port()
+    options.setdefault("http", HttpProtocol)  # as `replywindow serve` runs it
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                             lifespan="on", **options)
     server = uvicorn.Server(config)
