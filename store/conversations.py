@@ -72,26 +72,36 @@ def _later(current: datetime | None, new: datetime | None) -> bool:
     return current is None or (new is not None and new > current)
 
 
-def _merged_inbounds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row a conversation, with what `record_inbound` for each row in turn would leave:
-    a statement may not update one row twice (PostgreSQL refuses it)."""
+def _merged(rows: list[dict[str, Any]], latest: dict[str, str], *,
+            named: bool) -> list[dict[str, Any]]:
+    """One row a conversation, with what upserting each row in turn would leave (a
+    statement may not update one row twice: PostgreSQL refuses it). `latest`: the columns
+    taken together from the row whose time (`at`, the first column) is the latest, from the
+    row's keys; `named`: the last name given is kept."""
+    time_column = next(iter(latest))
     merged: dict[Key, dict[str, Any]] = {}
     for row in rows:
         key = (row["channel"], row["account"], row["customer"])
         into = merged.get(key)
         if into is None:
-            merged[key] = {"channel": key[0], "account": key[1], "customer": key[2],
-                           "customer_name": row["customer_name"],
-                           "last_inbound_at": row["at"],
-                           "last_inbound_message_id": row["message_id"],
-                           "created_at": row["now"], "updated_at": row["now"]}
-            continue
-        if _later(into["last_inbound_at"], row["at"]):
-            into["last_inbound_at"], into["last_inbound_message_id"] = row["at"], row["message_id"]
-        if row["customer_name"] is not None:
+            into = merged[key] = {"channel": key[0], "account": key[1], "customer": key[2],
+                                  "created_at": row["now"]}
+            if named:
+                into["customer_name"] = None
+            take = True
+        else:
+            take = _later(into[time_column], row["at"])
+        if take:
+            for column, field in latest.items():
+                into[column] = row[field]
+        if named and row["customer_name"] is not None:
             into["customer_name"] = row["customer_name"]
         into["updated_at"] = row["now"]
     return list(merged.values())
+
+
+_LATEST_INBOUND = {"last_inbound_at": "at", "last_inbound_message_id": "message_id"}
+_LATEST_OUTBOUND = {"last_outbound_at": "at"}
 
 
 def record_inbounds(session: Session, rows: list[dict[str, Any]],
@@ -104,8 +114,9 @@ def record_inbounds(session: Session, rows: list[dict[str, Any]],
     only moves forward, so doing one kind before the other changes nothing."""
     connection = session.connection()
     ids: dict[Key, int] = {}
-    found = [*UPSERT_INBOUNDS.run(connection, _merged_inbounds(rows)),
-             *UPSERT_OUTBOUNDS.run(connection, _merged_outbounds(outbound or []))]
+    found = [*UPSERT_INBOUNDS.run(connection, _merged(rows, _LATEST_INBOUND, named=True)),
+             *UPSERT_OUTBOUNDS.run(connection, _merged(outbound or [], _LATEST_OUTBOUND,
+                                                       named=False))]
     for id_, *key in found:
         ids[tuple(key)] = id_  # type: ignore[index]
     return ids
@@ -134,23 +145,6 @@ _OUTBOUND_COLUMNS = ("channel", "account", "customer", "last_outbound_at", "crea
 UPSERT_OUTBOUNDS = bulk.Rows(_TABLE, _OUTBOUND_COLUMNS, pg_types=(
     "text", "text", "text", "timestamptz", "timestamptz", "timestamptz"),
     tail=_ON_OUTBOUND_CONFLICT + _RETURNING)
-
-
-def _merged_outbounds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """As `_merged_inbounds`, for `record_outbound`."""
-    merged: dict[Key, dict[str, Any]] = {}
-    for row in rows:
-        key = (row["channel"], row["account"], row["customer"])
-        into = merged.get(key)
-        if into is None:
-            merged[key] = {"channel": key[0], "account": key[1], "customer": key[2],
-                           "last_outbound_at": row["at"], "created_at": row["now"],
-                           "updated_at": row["now"]}
-            continue
-        if _later(into["last_outbound_at"], row["at"]):
-            into["last_outbound_at"] = row["at"]
-        into["updated_at"] = row["now"]
-    return list(merged.values())
 
 
 def record_outbound(session: Session, *, channel: str, account: str, customer: str,
