@@ -91,7 +91,3 @@ class PendingCursor:
             expected = id_ + 1
         if ids:
             self.after = ids[-1]
-
-    @property
-    def gap_count(self) -> int:
-        return len(self._gaps)

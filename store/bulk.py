@@ -189,19 +189,23 @@ class Rows:
         self._head = f"INSERT INTO {table.name} ({_names(columns)}) "
         self._width = len(columns)
         arrays = ", ".join(f"%s::{type_}[]" for type_ in pg_types)
-        self._unnest = f"{self._head}SELECT * FROM unnest({arrays}) {tail}"
+        self.unnest_sql = f"{self._head}SELECT * FROM unnest({arrays}) {tail}"
         self._tail = tail
         self._many = Many("", columns, {c: table.c[c].type for c in columns})
+
+    def arrays(self, dialect: Dialect, rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+        """PostgreSQL: `unnest_sql`'s parameters for `rows`, one list a column."""
+        return [list(c) for c in zip(*self._many.values(dialect, rows), strict=True)]
 
     def run(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         """What the tail's RETURNING gives, for every chunk of rows."""
         found: list[Any] = []
         dialect = connection.dialect
         for start in range(0, len(rows), CHUNK):
-            chunk = self._many.values(dialect, rows[start:start + CHUNK])
             if dialect.name == "postgresql":
-                sql, params = self._unnest, [list(c) for c in zip(*chunk, strict=True)]
+                sql, params = self.unnest_sql, self.arrays(dialect, rows[start:start + CHUNK])
             else:
+                chunk = self._many.values(dialect, rows[start:start + CHUNK])
                 sql = (self._head + "VALUES " + value_rows(self._width, len(chunk)) + " "
                        + self._tail)
                 params = [value for row in chunk for value in row]

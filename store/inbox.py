@@ -62,6 +62,10 @@ _MOVED_COLUMNS = ("id", "vendor", "route", "received_at", "headers", "body", "st
 # Their headers come as JSON text, as the JSON column's converter would make them (json.dumps).
 MOVE_IN = bulk.insert_many(_BODIES, _MOVED_COLUMNS, as_given=("headers",))
 ADD_PENDING = bulk.insert_many(_BODIES, _MOVED_COLUMNS[1:-1])
+# The same rows as one statement of unnested arrays: PostgreSQL's webhook writer
+# (store/pg_append.py), on a connection in autocommit.
+APPEND_PENDING = bulk.Rows(_BODIES, _MOVED_COLUMNS[1:-1], pg_types=(
+    "text", "text", "timestamptz", "jsonb", "bytea", "text", "text", "int", "text"))
 
 
 def add_pending(session: Session, rows: list[dict[str, Any]]) -> None:
@@ -100,14 +104,9 @@ def by_ids(session: Session, ids: list[int]) -> list[Any]:
     return list(session.connection().execute(BY_IDS, {"ids": ids}).all())
 
 
-_CLAIM_BODIES = ("UPDATE inbox_bodies SET state = 'applied', applied_at = :now "
-                 "WHERE state = 'pending' AND id {} RETURNING id")
-_NOW = bindparam("now", type_=UTCDateTime())
-CLAIM_BODIES = {
-    "postgresql": text(_CLAIM_BODIES.format("= ANY(CAST(:ids AS BIGINT[]))")).bindparams(_NOW),
-    "sqlite": text(_CLAIM_BODIES.format("IN :ids")).bindparams(
-        bindparam("ids", expanding=True), _NOW),
-}
+CLAIM_BODIES = ("UPDATE inbox_bodies SET state = 'applied', applied_at = ? "
+                "WHERE state = 'pending' AND ")
+_TIME = UTCDateTime()
 
 
 def claim_bodies(session: Session, ids: list[int], *, now: datetime) -> set[int]:
@@ -115,8 +114,12 @@ def claim_bodies(session: Session, ids: list[int], *, now: datetime) -> set[int]
     applier may have taken some); which. One statement, where a check and an update of each
     body had been two, the second one a statement a body."""
     connection = session.connection()
-    claim = CLAIM_BODIES[connection.dialect.name]
-    return set(connection.execute(claim, {"ids": ids, "now": now}).scalars())
+    dialect = connection.dialect
+    condition, params = bulk.any_of(dialect, "id", ids, "bigint")
+    convert = bulk.converter(_TIME, dialect)
+    applied_at = convert(now) if convert is not None else now
+    return {id_ for id_, in bulk.read(connection, CLAIM_BODIES + condition + " RETURNING id",
+                                      [applied_at, *params])}
 
 
 TAKEN = text("SELECT id, body FROM inbox_bodies WHERE id BETWEEN :low AND :high")

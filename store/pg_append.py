@@ -18,15 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from store import json_text
-
-APPEND = (
-    "INSERT INTO inbox_bodies (vendor, route, received_at, headers, body, state, dedup_key, "
-    "event_count, detail) SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], "
-    "%s::text[]::jsonb[], %s::bytea[], %s::text[], %s::text[], %s::int[], %s::text[])"
-)
-COLUMNS = ("vendor", "route", "received_at", "headers", "body", "state", "dedup_key",
-           "event_count", "detail")
+from store import inbox
 
 
 class PgAppend:
@@ -48,15 +40,10 @@ class PgAppend:
 
     def append(self, rows: Sequence[dict[str, Any]]) -> None:
         """Store `rows` (ingest's `_row` dicts), committed when this returns."""
-        columns: list[list[Any]] = [[] for _ in COLUMNS]
-        for row in rows:
-            for values, name in zip(columns, COLUMNS, strict=True):
-                values.append(row[name])
-        headers = columns[3]
-        columns[3] = [json_text.dumps(h) for h in headers]
+        arrays = inbox.APPEND_PENDING.arrays(self._engine.dialect, rows)
         conn = self._connection()
         try:
-            conn.execute(APPEND, columns, prepare=True)
+            conn.execute(inbox.APPEND_PENDING.unnest_sql, arrays, prepare=True)
         except Exception:
             self.close()
             raise

@@ -255,3 +255,29 @@ def test_a_writer_whose_connection_was_cut_stores_the_batch_all_the_same(
     Drainer(engine, settings, lambda: NOW).drain()
     assert count(engine, InboxBody) == 3
     assert count(engine, ChatMessage) == 3
+
+
+def test_a_stored_body_keeps_its_bytes_headers_and_time_as_received(
+        engine: Engine, settings: Settings) -> None:
+    """Through the writer (on PostgreSQL its one statement of unnested arrays): what is
+    stored is what came, to the byte."""
+    raw = json.dumps(uplink("m-kept")).encode() + b"\n\xff"  # not even UTF-8 at the end
+    headers = {"content-type": "application/json", "x-forwarded-for": "203.0.113.7",
+               "x-备注": "值"}
+    received_at = datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=UTC)
+    events = parsers(settings)[("itnio", "whatsapp")](json.dumps(uplink("m-kept")).encode())
+
+    async def scenario() -> str:
+        writer = Ingestor(engine)
+        await writer.start()
+        state = await writer.submit(Received("itnio", "whatsapp", received_at, headers, raw,
+                                             events=events), timeout=30)
+        await writer.stop()
+        return state
+
+    assert asyncio.run(scenario()) == "pending"
+    with Session(engine) as session:
+        [stored] = session.exec(select(InboxBody)).all()
+    assert (stored.vendor, stored.route, stored.body, stored.headers, stored.received_at,
+            stored.state, stored.dedup_key, stored.event_count, stored.detail) == (
+        "itnio", "whatsapp", raw, headers, received_at, "pending", events[0].key, 1, None)
