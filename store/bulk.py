@@ -40,6 +40,12 @@ def value_rows(width: int, count: int) -> str:
     return ", ".join(["(" + ", ".join("?" * width) + ")"] * count)
 
 
+# PostgreSQL takes our arrays in binary (psycopg's %b): its text form quotes and escapes each
+# element with regular expressions in Python, measured 24 us a row of webhook bodies where
+# binary takes 3 (docs/performance.md, "Tenth pass").
+PG_ARRAY = "%b"
+
+
 def _sql_for(sql: str, dialect: Dialect) -> str:
     return sql if dialect.paramstyle == "qmark" else sql.replace("?", "%s")
 
@@ -188,7 +194,7 @@ class Rows:
                  tail: str = "") -> None:
         self._head = f"INSERT INTO {table.name} ({_names(columns)}) "
         self._width = len(columns)
-        arrays = ", ".join(f"%s::{type_}[]" for type_ in pg_types)
+        arrays = ", ".join(f"{PG_ARRAY}::{type_}[]" for type_ in pg_types)
         self.unnest_sql = f"{self._head}SELECT * FROM unnest({arrays}) {tail}"
         self._tail = tail
         self._many = Many("", columns, {c: table.c[c].type for c in columns})
@@ -221,25 +227,8 @@ def any_of(dialect: Dialect, column: str, values: Sequence[Any],
     `IN (?, ...)` on SQLite; `= ANY(array)` on PostgreSQL (one parameter whatever the count,
     so the statement's text stays the same)."""
     if dialect.name == "postgresql":
-        return f"{column} = ANY(?::{pg_type}[])", [list(values)]
+        return f"{column} = ANY({PG_ARRAY}::{pg_type}[])", [list(values)]
     return f"{column} IN {value_rows(len(values), 1)}", list(values)
-
-
-def keys_table(dialect: Dialect, name: str, columns: Sequence[str],
-               values: Sequence[tuple[Any, ...]],
-               pg_types: Sequence[str]) -> tuple[str, list[Any]]:
-    """`WITH name(columns) AS (...)`: `values` (tuples, not empty) as a table to join on,
-    and its parameters. For a lookup by several columns at once: SQLite answers a row-value
-    IN by scanning the whole table (measured: 22 ms a batch of 100 keys at 200,000 rows),
-    a join with the same keys through the index (0.2 ms). PostgreSQL: one array a column,
-    unnested."""
-    head = f"WITH {name}({', '.join(columns)}) AS "
-    if dialect.name == "postgresql":
-        arrays = ", ".join(f"?::{type_}[]" for type_ in pg_types)
-        return (head + f"(SELECT * FROM unnest({arrays})) ",
-                [list(c) for c in zip(*values, strict=True)])
-    return head + f"(VALUES {value_rows(len(columns), len(values))}) ", [
-        v for r in values for v in r]
 
 
 def read(connection: Connection, sql: str, params: Sequence[Any]) -> list[Any]:
