@@ -134,14 +134,11 @@ def apply_batch(engine: Engine, *, settings: Settings, read: dict[tuple[str, str
         now = clock()
         with Session(db.writer(engine)) as session, session.begin():
             db.serialize_writers(session, APPLY_LOCK)
-            # Marked applied now, if another applier has not taken them: the outcome of
-            # nearly all; those that come out otherwise are updated after.
-            mine = inbox.claim_bodies(session, [row.id for row in rows], now=now)
+            mine = inbox.still_pending(session, [row.id for row in rows])
             updates = _apply_parsed(session, [p for p in parsed if p[0].id in mine],
                                     settings=settings, now=now, careful=careful)
-            changed = [u for u in updates if u != (u[0], "applied", now, None)]
-            if changed:
-                inbox.set_states(session, changed)
+            if updates:
+                inbox.set_states(session, updates)
             return len(mine)
 
     return _fast_then_careful(work), more

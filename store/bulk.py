@@ -240,6 +240,13 @@ def read(connection: Connection, sql: str, params: Sequence[Any]) -> list[Any]:
         return cursor.fetchall()
 
 
+def write(connection: Connection, sql: str, params: Sequence[Any]) -> None:
+    """A statement that returns no rows, through the driver (`?` placeholders)."""
+    sql = _sql_for(sql, connection.dialect)
+    with _cursor(connection, sql) as cursor:
+        cursor.execute(sql, params)
+
+
 class Query:
     """A Core SELECT run through the driver, compiled once: each parameter converted by its
     bind processor and each column by its result processor, the ones SQLAlchemy would use,

@@ -46,6 +46,14 @@ _ADD_ONE = sa_insert(_BODIES).returning(_BODIES.c.id)
 SET_STATES = bulk.from_named(
     "UPDATE inbox_bodies SET state = :state, applied_at = :applied_at, detail = :detail "
     "WHERE id = :id", {"applied_at": UTCDateTime()})
+# PostgreSQL: the same rows as arrays (in SET_STATES' order: state, applied_at, detail, id),
+# one statement (a pipelined executemany is a Bind and an Execute a row, for the server and
+# for psycopg).
+_ARRAYS = ", ".join(f"{bulk.PG_ARRAY}::{t}[]" for t in ("text", "timestamptz", "text", "bigint"))
+SET_STATES_PG = (
+    "UPDATE inbox_bodies AS b SET state = v.state, applied_at = v.applied_at, "
+    f"detail = v.detail FROM unnest({_ARRAYS}) AS v(state, applied_at, detail, id) "
+    "WHERE b.id = v.id")
 
 
 def claim_key(session: Session, *, key: str, inbox_body_id: int | None, now: datetime) -> bool:
@@ -104,22 +112,20 @@ def by_ids(session: Session, ids: list[int]) -> list[Any]:
     return list(session.connection().execute(BY_IDS, {"ids": ids}).all())
 
 
-CLAIM_BODIES = ("UPDATE inbox_bodies SET state = 'applied', applied_at = ? "
-                "WHERE state = 'pending' AND ")
-_TIME = UTCDateTime()
+STATES = "SELECT id, state FROM inbox_bodies WHERE "
 
 
-def claim_bodies(session: Session, ids: list[int], *, now: datetime) -> set[int]:
-    """Under the applier's lock: mark these bodies applied now, those still pending (another
-    applier may have taken some); which. One statement, where a check and an update of each
-    body had been two, the second one a statement a body."""
+def still_pending(session: Session, ids: list[int]) -> set[int]:
+    """Under the applier's lock (which every applier takes before it writes): which of these
+    bodies no other applier has applied since they were read. A read: each body is then
+    written once, with its outcome (`set_states`), where a claim that marked them applied
+    first wrote every duplicate twice. By id alone, through the primary key: with `state`
+    in the condition PostgreSQL may scan every pending body's index entry instead
+    (measured: 110 ms a batch of 512 with 50,000 pending, where this takes 1)."""
     connection = session.connection()
-    dialect = connection.dialect
-    condition, params = bulk.any_of(dialect, "id", ids, "bigint")
-    convert = bulk.converter(_TIME, dialect)
-    applied_at = convert(now) if convert is not None else now
-    return {id_ for id_, in bulk.read(connection, CLAIM_BODIES + condition + " RETURNING id",
-                                      [applied_at, *params])}
+    condition, params = bulk.any_of(connection.dialect, "id", ids, "bigint")
+    return {id_ for id_, state in bulk.read(connection, STATES + condition, params)
+            if state == "pending"}
 
 
 TAKEN = text("SELECT id, body FROM inbox_bodies WHERE id BETWEEN :low AND :high")
@@ -160,8 +166,13 @@ def count_pending(session: Session) -> int:
 def set_states(session: Session,
                states: list[tuple[int, str, datetime | None, str | None]]) -> None:
     """(id, state, applied_at, detail) for many bodies, in one statement."""
-    SET_STATES.run(session.connection(), [
-        {"id": i, "state": st, "applied_at": at, "detail": d} for i, st, at, d in states])
+    connection = session.connection()
+    rows = [{"id": i, "state": st, "applied_at": at, "detail": d} for i, st, at, d in states]
+    if connection.dialect.name != "postgresql":
+        SET_STATES.run(connection, rows)  # SQLite's executemany: a loop in C
+        return
+    values = SET_STATES.values(connection.dialect, rows)
+    bulk.write(connection, SET_STATES_PG, [list(c) for c in zip(*values, strict=True)])
 
 
 def bodies_page(session: Session, *, after_id: int, states: list[str] | None,

@@ -58,16 +58,29 @@ def test_a_jump_wider_than_the_gap_limit_is_left_to_the_rescan() -> None:
     assert cursor.next_read(2.0) == Forward(3 + GAP_LIMIT + 2, [2])
 
 
-def test_it_rescans_every_rescan_seconds_going_on_while_each_read_is_full() -> None:
+def test_it_rescans_every_rescan_seconds_going_on_while_full_reads_stay_behind_the_cursor() -> None:
     cursor = _placed(newest=0, now=0.0)
-    cursor.read_forward([1, 2], found=[], now=1.0)
+    cursor.read_forward(list(range(1, 21)), found=[], now=1.0)
     assert isinstance(cursor.next_read(RESCAN_SECONDS - 1), Forward)
     assert cursor.next_read(RESCAN_SECONDS) == Rescan(0)
-    cursor.rescanned([5, 9], newest=9, full=True, now=RESCAN_SECONDS)
+    cursor.rescanned([5, 9], newest=20, full=True, now=RESCAN_SECONDS)  # stragglers
     assert cursor.next_read(RESCAN_SECONDS) == Rescan(9)  # from where it stopped
     cursor.rescanned([12], newest=20, full=False, now=RESCAN_SECONDS + 1)
-    assert cursor.next_read(RESCAN_SECONDS + 1) == Forward(2, [])  # never moved back
+    assert cursor.next_read(RESCAN_SECONDS + 1) == Forward(20, [])  # never moved back
     assert cursor.next_read(2 * RESCAN_SECONDS + 1) == Rescan(0)
+
+
+def test_a_full_rescan_read_that_reaches_past_the_cursor_hands_over_to_the_forward_reads() -> None:
+    """A backlog: reading it by state, a batch at a time, would read every pending body's
+    index entry again for each batch; past the cursor the reads go by id."""
+    cursor = PendingCursor()
+    assert cursor.next_read(0.0) == Rescan(0)
+    cursor.rescanned([3, 4, 7], newest=90_000, full=True, now=0.0)
+    assert cursor.next_read(0.1) == Forward(7, [])
+    cursor.read_forward([8, 9], found=[], now=0.2)
+    assert cursor.next_read(RESCAN_SECONDS) == Rescan(0)
+    cursor.rescanned([5, 11, 12], newest=90_000, full=True, now=RESCAN_SECONDS)
+    assert cursor.next_read(RESCAN_SECONDS) == Forward(12, [])
 
 
 def test_a_rescan_moves_a_cursor_that_fell_far_behind_up_to_just_behind_the_newest() -> None:
