@@ -119,3 +119,34 @@ def test_downgrade_to_base_then_upgrade_again(empty_url: str) -> None:
     migrate.check(empty_url)
     assert _tables(empty_url) == MODEL_TABLES | {"alembic_version"}
     assert _version(empty_url) == _head()
+
+
+def _state_index(url: str) -> str:
+    """How the database itself defines the index of bodies by state."""
+    engine = create_engine(url)
+    sql = ("SELECT indexdef FROM pg_indexes WHERE indexname = :name"
+           if engine.dialect.name == "postgresql" else
+           "SELECT sql FROM sqlite_master WHERE name = :name")
+    try:
+        with engine.connect() as conn:
+            return str(conn.execute(text(sql), {"name": "ix_inbox_bodies_state_id"}).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def test_the_state_index_holds_only_rare_states_on_postgresql(empty_url: str) -> None:
+    """Migration 0006: on PostgreSQL, bodies applied or duplicate are not indexed by state
+    (each would be a dead entry left behind, then a live one nobody looks up)."""
+    migrate.upgrade(empty_url)
+    partial = _state_index(empty_url)
+    migrate.downgrade(empty_url, "0005")
+    whole = _state_index(empty_url)
+    migrate.upgrade(empty_url)
+
+    assert "(state, id)" in partial.replace('"', "") and "WHERE" not in whole
+    if empty_url.startswith("postgresql"):
+        assert "WHERE" in partial and "'applied'" in partial and "'duplicate'" in partial
+        assert "'pending'" not in partial and "'failed'" not in partial
+    else:
+        assert partial == whole
+    assert _state_index(empty_url) == partial
