@@ -281,7 +281,8 @@ class Query:
 _REQUIRED = object()  # a parameter the caller must give
 
 
-def first(connection: Connection, statement: Any, params: Mapping[str, Any]) -> dict[str, Any] | None:
+def first(connection: Connection, statement: Any,
+          params: Mapping[str, Any]) -> dict[str, Any] | None:
     """`connection.execute(statement, params).first()` as a dict of its columns: through
     the driver (`Query`) where it can be, else through SQLAlchemy."""
     query: Query | None = _once(connection, statement, "query",

@@ -273,7 +273,7 @@ async def window_times_pg(reads: AsyncReads, dialect: Dialect, *, channel: str, 
 
 # Many keys at once, the unique index probed for each; an absent key answers no row.
 _WINDOWS_PG = ("SELECT k.i, c.last_inbound_at, c.last_outbound_at "
-               "FROM unnest(%b::text[], %b::text[], %b::text[]) WITH ORDINALITY "
+               f"FROM unnest({', '.join([bulk.PG_ARRAY + '::text[]'] * 3)}) WITH ORDINALITY "
                "AS k(channel, account, customer, i) "
                "JOIN conversations c ON c.channel = k.channel AND c.account = k.account "
                "AND c.customer = k.customer")
