@@ -146,6 +146,15 @@ class Many:
             out.append(value)
         return out
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The columns each row gives, in the statement's order of parameters."""
+        return self._columns
+
+    def arrays(self, dialect: Dialect, rows: Iterable[Mapping[str, Any]]) -> list[list[Any]]:
+        """PostgreSQL: the rows' values as one list a column, for an `unnest` of arrays."""
+        return [list(c) for c in zip(*self.values(dialect, rows), strict=True)]
+
     def run(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """The statement for every row, in order."""
         if not rows:
@@ -201,7 +210,7 @@ class Rows:
 
     def arrays(self, dialect: Dialect, rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
         """PostgreSQL: `unnest_sql`'s parameters for `rows`, one list a column."""
-        return [list(c) for c in zip(*self._many.values(dialect, rows), strict=True)]
+        return self._many.arrays(dialect, rows)
 
     def run(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         """What the tail's RETURNING gives, for every chunk of rows."""

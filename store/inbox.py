@@ -46,14 +46,14 @@ _ADD_ONE = sa_insert(_BODIES).returning(_BODIES.c.id)
 SET_STATES = bulk.from_named(
     "UPDATE inbox_bodies SET state = :state, applied_at = :applied_at, detail = :detail "
     "WHERE id = :id", {"applied_at": UTCDateTime()})
-# PostgreSQL: the same rows as arrays (in SET_STATES' order: state, applied_at, detail, id),
-# one statement (a pipelined executemany is a Bind and an Execute a row, for the server and
-# for psycopg).
-_ARRAYS = ", ".join(f"{bulk.PG_ARRAY}::{t}[]" for t in ("text", "timestamptz", "text", "bigint"))
+# PostgreSQL: the same rows as arrays, one statement (a pipelined executemany is a Bind and
+# an Execute a row, for the server and for psycopg).
+_STATE_TYPES = {"state": "text", "applied_at": "timestamptz", "detail": "text", "id": "bigint"}
 SET_STATES_PG = (
     "UPDATE inbox_bodies AS b SET state = v.state, applied_at = v.applied_at, "
-    f"detail = v.detail FROM unnest({_ARRAYS}) AS v(state, applied_at, detail, id) "
-    "WHERE b.id = v.id")
+    "detail = v.detail FROM unnest("
+    + ", ".join(f"{bulk.PG_ARRAY}::{_STATE_TYPES[c]}[]" for c in SET_STATES.columns)
+    + f") AS v({', '.join(SET_STATES.columns)}) WHERE b.id = v.id")
 
 
 def claim_key(session: Session, *, key: str, inbox_body_id: int | None, now: datetime) -> bool:
@@ -171,8 +171,7 @@ def set_states(session: Session,
     if connection.dialect.name != "postgresql":
         SET_STATES.run(connection, rows)  # SQLite's executemany: a loop in C
         return
-    values = SET_STATES.values(connection.dialect, rows)
-    bulk.write(connection, SET_STATES_PG, [list(c) for c in zip(*values, strict=True)])
+    bulk.write(connection, SET_STATES_PG, SET_STATES.arrays(connection.dialect, rows))
 
 
 def bodies_page(session: Session, *, after_id: int, states: list[str] | None,

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, text
 from sqlmodel import Session
 
 from receiver import crypto
-from receiver.applier import APPLY_LOCK, Drainer
+from receiver.applier import APPLY_LOCK, Drainer, apply_batch
 from receiver.apply import apply_events
 from receiver.ingest import Received, _row, store_batch_fast
 from receiver.parsers import parsers
@@ -163,6 +163,31 @@ def test_the_fast_path_applies_the_examples_exactly_once(
     snapshot = _snapshot(engine)
     assert {state for _, state, _ in snapshot["inbox_bodies"]} <= {"applied", "duplicate"}
     assert ("msg_ours", "delivered") == snapshot["outbound_messages"][0][:2]
+
+
+def test_bodies_another_applier_applied_after_this_one_read_them_are_left_as_it_left_them(
+        engine: Engine, db_url: str) -> None:
+    """Bodies are read before the appliers' lock is taken: another applier (a replica) may
+    apply them meanwhile. Under the lock their states are read again, and only those still
+    pending are applied and written (each body once, with its outcome)."""
+    settings = _settings(db_url)
+    _store(engine, settings)
+    other = Drainer(engine, settings, lambda: NOW)
+    by_the_other: list[int] = []
+
+    def clock() -> datetime:  # asked once the batch is read, before the lock is taken
+        if not by_the_other:
+            by_the_other.append(other.drain())
+        return NOW + timedelta(minutes=1)
+
+    done, _ = apply_batch(engine, settings=settings, read=parsers(settings), clock=clock)
+
+    assert by_the_other == [len(_bodies())] and done == 0
+    with Session(engine) as session:
+        bodies = inbox.bodies_page(session, after_id=0, states=None, limit=100)
+    assert len(bodies) == len(_bodies())
+    assert {b.applied_at for b in bodies} == {NOW}
+    assert {b.state for b in bodies} <= {"applied", "duplicate"}
 
 
 def test_a_batch_is_128_bodies_on_sqlite_and_512_on_postgresql(
