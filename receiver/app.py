@@ -19,7 +19,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from receiver import events_api, gc_tuning, messages_api, reports_api, webhooks, windows_api
+from receiver import (
+    events_api,
+    gc_tuning,
+    messages_api,
+    reports_api,
+    unrouted,
+    webhooks,
+    windows_api,
+)
 from receiver.applier import Applier, Drainer
 from receiver.applier_process import ApplierProcess
 from receiver.errors import exception_handlers
@@ -182,7 +190,8 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
 
 class ReplyWindow(Starlette):
     """Starlette, with the vendor webhooks answered before routing and middleware: they are
-    the hot path (receiver/webhooks.py), and their errors are answered there."""
+    the hot path (receiver/webhooks.py), and their errors are answered there. The bots' hot
+    paths too, each as its route would answer (receiver/unrouted.py)."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -197,6 +206,11 @@ class ReplyWindow(Starlette):
                 if params is not None:
                     await windows_api.answer_lookup(scope, receive, send, *params)
                     return
+            # A send (an app under a root_path, and anything but POST, go to the router).
+            elif (path == messages_api.SEND_PATH and scope["method"] == "POST"
+                  and not scope.get("root_path")):
+                await unrouted.answer(scope, receive, send, messages_api.post_message)
+                return
         await super().__call__(scope, receive, send)
 
 

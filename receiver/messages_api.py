@@ -23,6 +23,7 @@ from starlette.routing import Route
 from receiver import _lenient
 from receiver.auth import Caller, authenticate, known_caller
 from receiver.errors import ApiError, BadPayload, Invalid, NotFound, PayloadTooLarge
+from receiver.raw_response import JsonAnswer
 from receiver.runtime import Runtime
 from receiver.settings import MAX_BODY_BYTES
 from receiver.windows_api import iso, window_body
@@ -40,6 +41,7 @@ STATUSES = ("queued", "sending", "unknown", "accepted", "sent", "delivered", "re
             "rejected", "expired")
 FALLBACKS = ("template", "sms")
 WAIT_FOR_VENDOR = 5.0
+SEND_PATH = "/v1/messages"
 PAGE_LIMIT = 100
 
 
@@ -302,7 +304,8 @@ def _attempt_done(runtime: Runtime) -> Any:
     return done
 
 
-async def post_message(request: Request) -> JSONResponse:
+async def post_message(request: Request) -> JsonAnswer:
+    """POST /v1/messages. The app calls it before routing (`SEND_PATH`, receiver/app.py)."""
     runtime: Runtime = request.state.runtime
     # A configured key, or a stored one verified a moment ago, costs no threadpool hop.
     caller = (known_caller(request, runtime)
@@ -329,7 +332,7 @@ async def post_message(request: Request) -> JSONResponse:
         raise Conflict("This Idempotency-Key was used with another body.",
                        code="idempotency_conflict")
     if submitted.answer is not None:
-        return JSONResponse(_public(submitted.answer), status_code=submitted.status)
+        return JsonAnswer(_public(submitted.answer), submitted.status)
     assert submitted.message_id is not None
     if attempt is not None:
         # Wait for the vendor a little; the attempt goes on after we answer if it is slow.
@@ -338,13 +341,13 @@ async def post_message(request: Request) -> JSONResponse:
         if attempt.done() and not attempt.cancelled() and attempt.exception() is None:
             answer = attempt.result()
             if answer is not None:
-                return JSONResponse(answer, status_code=202)
+                return JsonAnswer(answer, 202)
     if sender is None:
         answer = await run_in_threadpool(_answer, runtime, submitted.message_id)
     else:
         answer = await sender.run(partial(_answer_in, runtime=runtime,
                                           message_id=submitted.message_id))
-    return JSONResponse(answer, status_code=202)
+    return JsonAnswer(answer, 202)
 
 
 async def _submit_and_send(runtime: Runtime, sender: Sender, caller: Caller,
@@ -467,7 +470,7 @@ def list_templates(request: Request) -> JSONResponse:
 
 
 routes = [
-    Route("/v1/messages", post_message, methods=["POST"]),
+    Route(SEND_PATH, post_message, methods=["POST"]),
     Route("/v1/messages", list_messages, methods=["GET"]),
     Route("/v1/messages/{message_id}", get_message, methods=["GET"]),
     Route("/v1/templates", list_templates, methods=["GET"]),

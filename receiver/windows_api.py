@@ -9,12 +9,12 @@ from typing import Any, Protocol
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from receiver import raw_response
+from receiver import raw_response, unrouted
 from receiver.auth import authenticate, known_caller
-from receiver.errors import Invalid, handler_for, is_unexpected
+from receiver.errors import Invalid
 from receiver.runtime import Runtime
 from sender.window import WINDOW, open_since, window_state
 from store import conversations
@@ -169,16 +169,8 @@ def lookup_params(scope: Scope) -> tuple[str, str] | None:
 async def answer_lookup(scope: Scope, receive: Any, send: Any, business: str,
                         recipient: str) -> None:
     """The ASGI answer to a lookup that `lookup_params` accepted."""
-    request = Request(scope, receive)
-    try:
-        body = raw_response.render(
+    async def lookup(request: Request) -> raw_response.JsonAnswer:
+        return raw_response.JsonAnswer(
             await _window(request, scope["state"]["runtime"], business, recipient))
-    except Exception as exc:
-        handler = handler_for(exc)
-        if is_unexpected(handler):  # as ServerErrorMiddleware does: log, answer 500, re-raise
-            await handler(request, exc)(scope, receive, send)
-            raise
-        response: Response = handler(request, exc)  # as Starlette's ExceptionMiddleware does
-        await response(scope, receive, send)
-        return
-    await raw_response.send_json_bytes(send, 200, body)
+
+    await unrouted.answer(scope, receive, send, lookup)
