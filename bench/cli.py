@@ -37,7 +37,7 @@ from bench.procs import QUIET_CORES, ROOT, Server, family_kb, running, wait_quie
 from receiver.http_protocol import UVICORN_HTTP
 
 (CEILING, NAIVE, RW_SQLITE, RW_PG, SUSTAINED, YZJ_ONLY, SENDS, SENDS_HALF, LOOKUP_SQLITE,
- LOOKUP_SQLITE_HALF, LOOKUP_PG, LOOKUP_PG_HALF) = SCENARIOS
+ LOOKUP_SQLITE_HALF, LOOKUP_SQLITE_FLOOR, LOOKUP_PG, LOOKUP_PG_HALF, LOOKUP_PG_FLOOR) = SCENARIOS
 RESULTS = ROOT / "bench" / "results"
 OTHER_CPU_LIMIT = QUIET_CORES  # cores: above this, another job shared the machine
 # Before each scenario, the harness waits at most this long for the machine to quiet down.
@@ -437,7 +437,8 @@ class Bench:
 
     # -- window lookups -----------------------------------------------------------------------
 
-    def lookup(self, name: str, half_name: str, url: str) -> tuple[Row, Row]:
+    def lookup(self, name: str, half_name: str, floor_name: str,
+               url: str) -> tuple[Row, Row, Row]:
         row, half = Row(name), Row(half_name)
         conns = self.o.api_connections
         seconds = stores.load_conversations(url, self.o.windows)
@@ -459,7 +460,26 @@ class Bench:
         row.detail["loaded_in_s"] = seconds
         row.notes.append(f"{self.o.windows:,} conversations bulk-loaded in {seconds:.1f} s; "
                          f"{count:,} distinct lookups (95% in the table)")
-        return row, half
+        return row, half, self.floor(floor_name, entries, half)
+
+    def floor(self, name: str, entries: Path, paced: Row) -> Row:
+        """The bare endpoint under `paced`'s load (the same requests, connections and pace):
+        the latency a lookup cannot go under on this machine with this load generator, which
+        paces in whole milliseconds, so requests due together arrive together."""
+        row = Row(name)
+        rate = paced.detail["target_per_s"]
+        with running(Server("floor", "bench.servers:ceiling_app", workdir=self.workdir)) as s:
+            if self.o.warmup > 0:
+                self._load(s.url, entries, duration=self.o.warmup, connections=paced.connections)
+                time.sleep(0.3)
+            load = self._load(s.url, entries, duration=self.o.duration,
+                              connections=paced.connections, rate=rate)
+            self.fill_row(row, s, load, paced.connections)
+        row.detail["target_per_s"] = rate
+        row.notes.append(f"the ceiling's endpoint paced at {rate:,.0f}/s with the same requests "
+                         f"and connections as \"{paced.name}\": that row's p99 can go no lower "
+                         "than this one's")
+        return row
 
     # ---- the whole run ------------------------------------------------------------------------
 
@@ -531,21 +551,23 @@ class Bench:
             self.failed_with(SENDS_HALF, SENDS)
         if self.want("lookup-sqlite"):
             self.attempt(LOOKUP_SQLITE, lambda: self.lookup(
-                LOOKUP_SQLITE, LOOKUP_SQLITE_HALF, stores.sqlite_database(self.workdir,
-                                                                          "windows")))
+                LOOKUP_SQLITE, LOOKUP_SQLITE_HALF, LOOKUP_SQLITE_FLOOR,
+                stores.sqlite_database(self.workdir, "windows")))
             self.failed_with(LOOKUP_SQLITE_HALF, LOOKUP_SQLITE)
+            self.failed_with(LOOKUP_SQLITE_FLOOR, LOOKUP_SQLITE)
         if not self.want("lookup-postgres"):
             pass
         elif self.pg_version:
-            def pg_lookup() -> tuple[Row, Row]:
+            def pg_lookup() -> tuple[Row, Row, Row]:
                 with stores.pg_database(self.o.pg_url, "windows") as url:
-                    return self.lookup(LOOKUP_PG, LOOKUP_PG_HALF, url)
+                    return self.lookup(LOOKUP_PG, LOOKUP_PG_HALF, LOOKUP_PG_FLOOR, url)
 
             self.attempt(LOOKUP_PG, pg_lookup)
             self.failed_with(LOOKUP_PG_HALF, LOOKUP_PG)
+            self.failed_with(LOOKUP_PG_FLOOR, LOOKUP_PG)
         else:
-            self.skip(LOOKUP_PG, no_pg)
-            self.skip(LOOKUP_PG_HALF, no_pg)
+            for name in (LOOKUP_PG, LOOKUP_PG_HALF, LOOKUP_PG_FLOOR):
+                self.skip(name, no_pg)
         self.ratios()
 
     def failed_with(self, paced: str, full: str) -> None:

@@ -34,7 +34,7 @@ def test_bench_smoke_prints_every_scenario(tmp_path: Path) -> None:
     assert rows[SCENARIOS[0]]["status"] == "ok"
     # The paced rows say what pace they were given; the sustained run sampled its backlog.
     for name in SCENARIOS:
-        if "rate" in name and rows[name]["status"] == "ok":
+        if ("rate" in name or "pace" in name) and rows[name]["status"] == "ok":
             assert rows[name]["detail"]["target_per_s"] > 0, rows[name]
     sustained = next(rows[name] for name in SCENARIOS if "paced" in name)
     assert sustained["status"] == "ok", sustained
