@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from receiver.applier import APPLY_LOCK
 from receiver.apply import apply_body
 from receiver.errors import BadPayload
 from receiver.parsers import parsers
@@ -66,6 +67,9 @@ def replay(engine: Engine, *, settings: Settings, states: list[str] | None, quar
     after_id = 0
     while True:
         with Session(engine) as session, session.begin():
+            # Turns with the appliers (PostgreSQL; SQLite's writer takes turns already): a
+            # page read while one applies would be written over what it applied.
+            db.serialize_writers(session, APPLY_LOCK)
             page = inbox.bodies_page(session, after_id=after_id, states=states, limit=PAGE)
             for body in page:
                 parse = read.get((body.vendor, body.route))
@@ -112,6 +116,7 @@ def replay(engine: Engine, *, settings: Settings, states: list[str] | None, quar
 def _replay_quarantine(engine: Engine, *, settings: Settings, read: dict, now: datetime,
                        report: ReplayReport, tick: Callable[[], None]) -> None:
     with Session(engine) as session, session.begin():
+        db.serialize_writers(session, APPLY_LOCK)
         for row in inbox.unresolved_quarantine(session):
             tick()
             if row.error == "payload_too_large":

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +18,7 @@ from sqlalchemy import Engine, text
 from starlette.testclient import TestClient
 
 from receiver.app import create_app
+from receiver.applier import APPLY_LOCK
 from receiver.cli import main
 from receiver.replay import PAGE, ReplayReport, replay
 from receiver.settings import MAX_BODY_BYTES, Settings
@@ -159,6 +162,42 @@ def test_replaying_twice_changes_nothing(client: TestClient, engine: Engine,
         assert sum(report.bodies.values()) == len(EXAMPLES) + 1
         assert set(report.bodies) <= {"applied", "duplicate"}
         assert report.recovered == 0 and report.still_unreadable == 0
+
+
+@pytest.mark.postgres
+def test_replay_takes_its_turn_with_the_appliers(client: TestClient, engine: Engine,
+                                                settings: Settings, clock: FakeClock,
+                                                db_url: str) -> None:
+    """A page is read under the appliers' lock: what an applier wrote in its turn is what the
+    replay reads, not a state the replay would then write over."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("the appliers' lock is PostgreSQL's (SQLite's writers take turns anyway)")
+    _post(client, ITNIO_WA, _example("itnio_wa_uplink_text.json"))
+    [(body_id, _)] = _rows(engine, "SELECT id, state FROM inbox_bodies")
+    done: list[ReplayReport] = []
+    with engine.connect() as applier:  # an applier in its turn, writing the body
+        applier.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": APPLY_LOCK})
+        applier.execute(text("UPDATE inbox_bodies SET detail = 'written in its turn' "
+                             "WHERE id = :id"), {"id": body_id})
+        replaying = threading.Thread(
+            target=lambda: done.append(_replay(engine, settings, clock())))
+        replaying.start()
+        try:
+            # The replay waits for the lock itself (not for the row, after reading the page).
+            deadline = time.monotonic() + 30
+            while not _rows(engine, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+                                    "AND NOT granted"):
+                assert replaying.is_alive() and time.monotonic() < deadline, \
+                    "the replay did not wait for the appliers' lock"
+                time.sleep(0.01)
+            assert not done
+        finally:
+            applier.commit()
+            replaying.join()
+
+    assert done[0].bodies == {"applied": 1}
+    assert _rows(engine, "SELECT state, detail FROM inbox_bodies") == [
+        ("applied", "written in its turn")]
 
 
 def test_replay_goes_through_every_page_of_the_archive(client: TestClient, engine: Engine,
