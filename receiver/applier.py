@@ -200,7 +200,7 @@ class Drainer:
                  on_moved: Callable[[int], None] | None = None,
                  ticks: Callable[[], float] = time.monotonic) -> None:
         self._engine = engine
-        self._ticks = ticks  # the cursor's timing (GAP_SECONDS, RESCAN_SECONDS)
+        self._ticks = ticks  # the cursor's timing (GAP_SECONDS, RESCAN_SECONDS), FORGET_SECONDS
         self._spool = spool
         self._settings = settings
         self._read = parsers(settings)
@@ -216,7 +216,7 @@ class Drainer:
         self._draining = threading.Lock()
         # Spool ids: the last moved into the main database, and the last let go of.
         self._moved = self._forgotten = 0
-        self._forgotten_at = time.monotonic()
+        self._forgotten_at = ticks()
 
     def drain(self, *, whole: bool = True) -> int:
         """Apply batches until none is pending; how many bodies. `whole=False`: stop after
@@ -233,7 +233,7 @@ class Drainer:
                 done, self._moved = apply_spooled(self._engine, self._spool,
                                                   settings=self._settings, read=self._read,
                                                   clock=self._clock, after_id=self._moved)
-                if time.monotonic() - self._forgotten_at > FORGET_SECONDS:
+                if self._ticks() - self._forgotten_at > FORGET_SECONDS:
                     self._forget()
             more = done == BATCH
             if not done:  # PostgreSQL's bodies, or any left pending in `inbox_bodies`
@@ -252,12 +252,12 @@ class Drainer:
     def _forget(self) -> None:
         """Let go of the bodies moved into the main database: have them deleted from the
         spool, and fold its log into its file."""
-        if self._spool is not None and self._on_moved is not None \
-                and self._moved > self._forgotten:
+        if self._spool is not None and self._moved > self._forgotten:
+            assert self._on_moved is not None  # given, or the spool's own, with a spool
             self._on_moved(self._moved)
             self._spool.checkpoint()
             self._forgotten = self._moved
-        self._forgotten_at = time.monotonic()
+        self._forgotten_at = self._ticks()
 
     def drain_logged(self, *, whole: bool = True) -> None:
         """`drain`, for a loop that must outlive a database outage: errors are logged."""

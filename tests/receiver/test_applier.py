@@ -268,6 +268,18 @@ def test_a_body_committed_too_late_for_the_cursor_is_found_by_the_next_rescan(
     assert _applied_ids(engine) == ["m-fast", "m-slow"]
 
 
+def _wait_for_a_waiter_on_the_lock(engine: Engine) -> None:
+    """Until a transaction waits for an advisory lock (PostgreSQL's pg_locks says so)."""
+    deadline = time.monotonic() + 30
+    while True:
+        with engine.connect() as conn:
+            if conn.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                 "AND NOT granted")).scalar():
+                return
+        assert time.monotonic() < deadline, "nothing waited for the appliers' lock"
+        time.sleep(0.01)
+
+
 @pytest.mark.postgres
 def test_a_drain_waits_for_what_another_drain_has_read_but_not_yet_applied(
         db_url: str, engine: Engine) -> None:
@@ -284,7 +296,7 @@ def test_a_drain_waits_for_what_another_drain_has_read_but_not_yet_applied(
         blocker.execute(text("SELECT pg_advisory_lock(:k)"), {"k": APPLY_LOCK})
         first = threading.Thread(target=drainer.drain)
         first.start()
-        time.sleep(0.3)  # it has read the body past the cursor, and waits for the lock
+        _wait_for_a_waiter_on_the_lock(engine)  # it has read the body past the cursor
         release = threading.Timer(0.5, lambda: blocker.execute(
             text("SELECT pg_advisory_unlock(:k)"), {"k": APPLY_LOCK}))
         release.start()

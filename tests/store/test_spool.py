@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
-from receiver.applier import Drainer
+from receiver.applier import BATCH, Drainer
 from receiver.ingest import Ingestor, Received, _row
 from receiver.parsers import parsers
 from receiver.settings import Settings
@@ -80,6 +80,30 @@ def test_a_body_moved_again_after_a_crash_is_neither_stored_nor_applied_twice(
     assert spool.backlog() == (0, None)
     assert (_count(engine, InboxBody), _count(engine, ChatMessage), _count(engine, EventKey)) \
         == (3, 3, 3)
+
+
+def test_a_busy_drain_lets_go_of_moved_bodies_as_its_clock_says(db_url: str,
+                                                                engine: Engine) -> None:
+    """While batches keep coming, what was moved is deleted from the spool every
+    FORGET_SECONDS of the drainer's own clock (here each batch takes a second), not only once
+    the drain is idle."""
+    settings = _settings(db_url)
+    spool = open_for(db_url, above=0)
+    assert spool is not None
+    spool.append([_uplink(settings, n) for n in range(3 * BATCH)])
+    seconds = iter(range(1_000))
+    let_go: list[int] = []
+
+    def on_moved(through_id: int) -> None:
+        let_go.append(through_id)
+        spool.delete_through(through_id)
+
+    drainer = Drainer(engine, settings, lambda: NOW, spool=spool, on_moved=on_moved,
+                      ticks=lambda: float(next(seconds)))
+
+    assert drainer.drain() == 3 * BATCH
+    assert let_go == [BATCH, 2 * BATCH, 3 * BATCH]
+    assert spool.backlog() == (0, None)
 
 
 def test_spool_ids_start_above_every_stored_body_and_a_taken_id_is_not_lost(
