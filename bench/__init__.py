@@ -17,7 +17,8 @@ SCENARIOS = (
     "POST /v1/messages at 1/2 rate",
     "window lookup, SQLite",
     "window lookup, SQLite, at 1/2 rate",
-    # The bare endpoint under the row above's load: the floor under that row's latency.
+    # The bare endpoint under the row above's load: the latency of the framework and the
+    # load generator alone at that pace.
     "floor at the SQLite lookups' pace",
     "window lookup, PostgreSQL",
     "window lookup, PostgreSQL, at 1/2 rate",

@@ -464,8 +464,9 @@ class Bench:
 
     def floor(self, name: str, entries: Path, paced: Row) -> Row:
         """The bare endpoint under `paced`'s load (the same requests, connections and pace):
-        the latency a lookup cannot go under on this machine with this load generator, which
-        paces in whole milliseconds, so requests due together arrive together."""
+        the latency of the framework and the load generator alone on this machine. wrk paces
+        in whole milliseconds, so the requests due in one millisecond arrive together and
+        queue even where nothing is done."""
         row = Row(name)
         rate = paced.detail["target_per_s"]
         with running(Server("floor", "bench.servers:ceiling_app", workdir=self.workdir)) as s:
@@ -477,8 +478,9 @@ class Bench:
             self.fill_row(row, s, load, paced.connections)
         row.detail["target_per_s"] = rate
         row.notes.append(f"the ceiling's endpoint paced at {rate:,.0f}/s with the same requests "
-                         f"and connections as \"{paced.name}\": that row's p99 can go no lower "
-                         "than this one's")
+                         f"and connections as \"{paced.name}\": the latency of the framework "
+                         "and the load generator alone (a p99 like this moves by ±0.5 ms from "
+                         "one run to the next)")
         return row
 
     # ---- the whole run ------------------------------------------------------------------------
