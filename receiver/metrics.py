@@ -48,6 +48,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from sender.http import requested_vendor
 from store.models import Event, InboxBody, OutboundMessage, QuarantinedBody
 from store.spool import Spool
 
@@ -275,7 +276,8 @@ class Metrics:
         async def on_response(response: httpx.Response) -> None:
             request = response.request
             started = request.extensions.get(_STARTED)
-            self.vendor_answer(vendor_of(request.url), request.url.path, response.status_code,
+            self.vendor_answer(requested_vendor(request) or vendor_of(request.url),
+                               request.url.path, response.status_code,
                                None if started is None else time.perf_counter() - started)
 
         return {"request": [on_request], "response": [on_response]}
@@ -357,9 +359,13 @@ class ErrorCountingTransport(httpx.AsyncBaseTransport):
         try:
             return await self._inner.handle_async_request(request)
         except httpx.HTTPError as exc:
-            self._metrics.vendor_error(self._vendor_of(request.url), request.url.path,
+            self._metrics.vendor_error(self._vendor(request), request.url.path,
                                        transport_error_kind(exc))
             raise
+
+    def _vendor(self, request: httpx.Request) -> str:
+        """The vendor the client named on the request, else the one its URL says."""
+        return requested_vendor(request) or self._vendor_of(request.url)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -373,6 +379,6 @@ class VendorMetricsTransport(ErrorCountingTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         started = time.perf_counter()
         response = await super().handle_async_request(request)  # counts calls with no answer
-        self._metrics.vendor_answer(self._vendor_of(request.url), request.url.path,
+        self._metrics.vendor_answer(self._vendor(request), request.url.path,
                                     response.status_code, time.perf_counter() - started)
         return response

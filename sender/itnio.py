@@ -27,7 +27,7 @@ from sender.errors import (
     transport_error,
     vendor_error,
 )
-from sender.http import json_request, send
+from sender.http import json_request, send, tagged
 
 logger = logging.getLogger(__name__)
 
@@ -244,9 +244,11 @@ class ItnioClient:
         if query:
             url += "?" + urlencode(query, safe=",")  # the vendor documents msgIds=a,b as is
         try:
-            request = (json_request(self._http, method, url, headers=self._headers(), body=body)
+            request = (json_request(self._http, method, url, headers=self._headers(), body=body,
+                                    vendor=VENDOR)
                        if body is not None else
-                       self._http.build_request(method, url, headers=self._headers()))
+                       self._http.build_request(method, url, headers=self._headers(),
+                                                extensions=tagged(VENDOR)))
             response = await send(self._http, request)
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
             error = transport_error(exc, vendor=VENDOR)

@@ -164,7 +164,7 @@ class YzjClient:
     async def _exchange(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
             response = await send(self._http, json_request(
-                self._http, "POST", self._base_url + path, body=body,
+                self._http, "POST", self._base_url + path, body=body, vendor=VENDOR,
                 headers={"Content-Type": "application/json; charset=UTF-8"}))
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
             error = transport_error(exc, vendor=VENDOR)

@@ -173,7 +173,8 @@ def test_a_vendor_outage_is_retried_later_and_nothing_is_lost(
     assert len(sim.sent("whatsapp")) == 1
 
 
-def test_invalid_messages_are_422_naming_the_field(client: TestClient, sim: VendorSimulator) -> None:
+def test_invalid_messages_are_422_naming_the_field(client: TestClient,
+                                                    sim: VendorSimulator) -> None:
     response = send(client, to="123")
     assert response.status_code == 422
     assert (response.json()["field"], response.json()["vendor_code"]) == ("to", "-71")
@@ -199,7 +200,8 @@ def test_wecom_send_is_sent_on_the_echo_and_delivered_after_the_confirm_delay(
     assert [c.path for c in sim.calls].count("/wechat/sendMessage") == 2  # calls of at most 5
     # spread at the default 20 a minute: now, then every 3 s
     start = int(clock.now.timestamp())
-    assert [m["delayed_time"] for m in sim.sent("wecom")] == [0] + [start + 3 * i for i in range(1, 7)]
+    assert [m["delayed_time"] for m in sim.sent("wecom")] == [0] + [start + 3 * i
+                                                                    for i in range(1, 7)]
 
     deliver(sim, client)
     assert message(client, answer["id"])["status"] == "sent"
@@ -292,3 +294,28 @@ def test_messages_are_paged_newest_first(client: TestClient, sim: VendorSimulato
     assert [m["id"] for m in page["messages"]] == ids[::-1]
     assert page["next_cursor"] is None
 
+
+
+def test_vendor_metrics_name_each_call_s_vendor_when_both_share_a_host(
+        client: TestClient, sim: VendorSimulator, clock: FakeClock) -> None:
+    """Both vendors' base URLs are the simulator's here, as in the demo: the vendor is the one
+    whose client made the call, not a guess from the host."""
+    customer_writes(sim, client, clock)
+    assert send(client).status_code == 202
+    assert client.post("/v1/messages", headers=AUTH, json={
+        "channel": "wecom", "from": STAFF, "to": WECOM_CUSTOMER,
+        "message": [{"msg_type": "text", "content": {"items": [{"type": "text", "text": "hi"}]}}],
+    }).status_code == 202
+
+    lines = client.get("/metrics", headers=AUTH).text.splitlines()
+    counts = {line.split(" ")[0] for line in lines
+              if line.startswith("replywindow_vendor_request_duration_seconds_count")}
+
+    assert counts == {
+        'replywindow_vendor_request_duration_seconds_count{endpoint="/oauth/token",'
+        'status_class="2xx",vendor="yzj"}',
+        'replywindow_vendor_request_duration_seconds_count{endpoint="/wa/custom/sendMsg",'
+        'status_class="2xx",vendor="itnio"}',
+        'replywindow_vendor_request_duration_seconds_count{endpoint="/wechat/sendMessage",'
+        'status_class="2xx",vendor="yzj"}',
+    }
