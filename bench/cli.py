@@ -460,7 +460,12 @@ class Bench:
         row.detail["loaded_in_s"] = seconds
         row.notes.append(f"{self.o.windows:,} conversations bulk-loaded in {seconds:.1f} s; "
                          f"{count:,} distinct lookups (95% in the table)")
-        return row, half, self.floor(floor_name, entries, half)
+        try:  # the lookups' rows stand whatever becomes of their floor's
+            floor = self.floor(floor_name, entries, half)
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            floor = Row(floor_name, status="failed", reason=f"{type(exc).__name__}: {exc}")
+        return row, half, floor
 
     def floor(self, name: str, entries: Path, paced: Row) -> Row:
         """The bare endpoint under `paced`'s load (the same requests, connections and pace):
