@@ -5,7 +5,6 @@ app under a root_path still goes through the router, which is how a test reaches
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,6 +18,8 @@ from sender.simulator import VendorSimulator
 from tests.conftest import FakeClock
 from tests.receiver.sending_support import (
     AUTH,
+    BUSINESS,
+    CUSTOMER,
     TEXT,
     customer_writes,
     send,
@@ -28,7 +29,7 @@ from tests.receiver.sending_support import (
 from tests.settling import SettlingClient
 
 KEY = {**AUTH, "Idempotency-Key": "unrouted-1"}
-SEND = {"channel": "whatsapp", "from": "91856321412", "to": "91856321432", "message": TEXT}
+SEND = {"channel": "whatsapp", "from": BUSINESS, "to": CUSTOMER, "message": TEXT}
 
 
 @pytest.fixture
@@ -43,12 +44,11 @@ def _client(db_url: str, clock: FakeClock, sim: VendorSimulator, **kw: Any) -> S
 
 
 @pytest.fixture
-def sent(db_url: str, clock: FakeClock, sim: VendorSimulator) -> Iterator[None]:
+def sent(db_url: str, clock: FakeClock, sim: VendorSimulator) -> None:
     """A send made with KEY, its window open, so that a repeat is answered from the store."""
     with _client(db_url, clock, sim) as client:
         customer_writes(sim, client, clock)
         assert send(client, headers=KEY).status_code == 202
-    yield
 
 
 REQUESTS: dict[str, dict[str, Any]] = {
