@@ -153,13 +153,16 @@ class Bench:
                         threads=self.o.threads, nonce=str(self.nonce), rate=rate, log=self.log)
 
     def warm_and_measure(self, server: Server, warm: Path, measure: Path, *, connections: int,
-                         before_measure: Callable[[], None] | None = None) -> LoadResult:
+                         before_measure: Callable[[], None] | None = None,
+                         rate: float = 0.0) -> LoadResult:
+        """A warm-up at full rate, then the measured run (paced at `rate` if given)."""
         if self.o.warmup > 0:
             self._load(server.url, warm, duration=self.o.warmup, connections=connections)
             time.sleep(0.3)
         if before_measure is not None:
             before_measure()
-        return self._load(server.url, measure, duration=self.o.duration, connections=connections)
+        return self._load(server.url, measure, duration=self.o.duration, connections=connections,
+                          rate=rate)
 
     def fill_row(self, row: Row, server: Server, load: LoadResult, connections: int) -> None:
         row.connections = connections
@@ -475,11 +478,8 @@ class Bench:
         row = Row(name)
         rate = paced.detail["target_per_s"]
         with running(Server("floor", "bench.servers:ceiling_app", workdir=self.workdir)) as s:
-            if self.o.warmup > 0:
-                self._load(s.url, entries, duration=self.o.warmup, connections=paced.connections)
-                time.sleep(0.3)
-            load = self._load(s.url, entries, duration=self.o.duration,
-                              connections=paced.connections, rate=rate)
+            load = self.warm_and_measure(s, entries, entries, connections=paced.connections,
+                                         rate=rate)
             self.fill_row(row, s, load, paced.connections)
         row.detail["target_per_s"] = rate
         row.notes.append(f"the ceiling's endpoint paced at {rate:,.0f}/s with the same requests "

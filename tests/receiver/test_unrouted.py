@@ -51,30 +51,32 @@ def sent(db_url: str, clock: FakeClock, sim: VendorSimulator) -> None:
         assert send(client, headers=KEY).status_code == 202
 
 
-REQUESTS: dict[str, dict[str, Any]] = {
-    "repeat": {"json": SEND, "headers": KEY},
-    "conflict": {"json": {**SEND, "to": "91856321433"}, "headers": KEY},
-    "no_key": {"json": SEND, "headers": {}},
-    "wrong_key": {"json": SEND, "headers": {"Authorization": "Bearer nope"}},
-    "not_json": {"content": b"{not json", "headers": {**AUTH, "Content-Type": "text/plain"}},
-    "invalid": {"json": {**SEND, "to": "12ab"}, "headers": AUTH},
-    "too_large": {"content": b"x" * (1024 * 1024 + 1), "headers": AUTH},
+# Each request, and the status both paths answer it with.
+REQUESTS: dict[str, tuple[dict[str, Any], int]] = {
+    "repeat": ({"json": SEND, "headers": KEY}, 202),
+    "conflict": ({"json": {**SEND, "to": "91856321433"}, "headers": KEY}, 409),
+    "no_key": ({"json": SEND, "headers": {}}, 401),
+    "wrong_key": ({"json": SEND, "headers": {"Authorization": "Bearer nope"}}, 401),
+    "not_json": ({"content": b"{not json", "headers": {**AUTH, "Content-Type": "text/plain"}},
+                 400),
+    "invalid": ({"json": {**SEND, "to": "12ab"}, "headers": AUTH}, 422),
+    "too_large": ({"content": b"x" * (1024 * 1024 + 1), "headers": AUTH}, 413),
 }
 
 
 @pytest.mark.parametrize("case", sorted(REQUESTS))
 def test_a_send_answered_before_routing_is_what_the_router_answers(
         sent: None, db_url: str, clock: FakeClock, sim: VendorSimulator, case: str) -> None:
+    request, status = REQUESTS[case]
     answers = []
     for root_path in ("", "/api"):  # the second goes through the router
         with _client(db_url, clock, sim, root_path=root_path) as client:
-            answers.append(client.post("/v1/messages", **REQUESTS[case]))
+            answers.append(client.post("/v1/messages", **request))
     unrouted, routed = answers
 
-    assert unrouted.status_code == routed.status_code
+    assert unrouted.status_code == routed.status_code == status
     assert unrouted.content == routed.content
     assert unrouted.headers.raw == routed.headers.raw  # names, values and their order
-    assert unrouted.status_code in {200, 202, 400, 401, 409, 413, 422}
 
 
 def test_other_methods_and_paths_near_the_send_are_the_router_s(
@@ -104,7 +106,9 @@ def test_a_send_the_database_cannot_take_is_answered_as_json_and_logged(
             with engine.begin() as conn:
                 conn.execute(text("ALTER TABLE outbound_away RENAME TO outbound_messages"))
 
-    assert response.status_code in {500, 503}
+    # A missing table is SQLite's OperationalError (answered as the database unavailable,
+    # receiver/errors.py) and PostgreSQL's ProgrammingError (unexpected): as routed, either way.
+    assert response.status_code == (503 if db_url.startswith("sqlite") else 500)
     assert response.headers["content-type"] == "application/json"
     assert set(response.json()) == {"error", "detail"}
     assert any(record.exc_info for record in caplog.records if record.levelname == "ERROR")
