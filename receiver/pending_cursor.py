@@ -8,14 +8,14 @@ one: 17 ms a batch after 70,000 bodies, and no bound but autovacuum's (docs/perf
 state, and never walks back over what it has read.
 
 Ids are handed out before their transaction commits: a body can become visible after a
-higher id has been read (other replicas' writers, a batch stored again through a session after
-its one statement failed). Each id the cursor passes
-without seeing is a gap, looked for again with every read until it shows up or GAP_SECONDS
-pass (an id whose transaction rolled back never does). For whatever that misses (a
-transaction held open past GAP_SECONDS, bodies left by a crash, a jump in the sequence),
-a rescan by state runs when the cursor starts and every RESCAN_SECONDS; it goes forward
-from where its last read ended, so it walks the dead entries once, not once a batch, and
-hands over to the forward reads once it reaches the cursor.
+higher id has been read (other replicas' writers, a batch stored again through a session
+after its one statement failed). Each id the cursor passes without seeing is a gap, looked for
+again with every read until it shows up or GAP_SECONDS pass (an id whose transaction rolled
+back never does). For whatever that misses (a transaction held open past GAP_SECONDS,
+bodies left by a crash, a jump in the sequence), a rescan by state runs when the cursor
+starts and every RESCAN_SECONDS; it goes forward from where its last read ended, so it walks
+the dead entries once, not once a batch, and hands over to the forward reads once it reaches
+the cursor.
 
 Pure: the caller reads, and tells what it found; `now` is a monotonic clock's reading.
 """

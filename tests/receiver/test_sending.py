@@ -295,7 +295,6 @@ def test_messages_are_paged_newest_first(client: TestClient, sim: VendorSimulato
     assert page["next_cursor"] is None
 
 
-
 def test_vendor_metrics_name_each_call_s_vendor_when_both_share_a_host(
         client: TestClient, sim: VendorSimulator, clock: FakeClock) -> None:
     """Both vendors' base URLs are the simulator's here, as in the demo: the vendor is the one
