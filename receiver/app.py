@@ -135,7 +135,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
             vendor_transport or VendorTransport(limits=VENDOR_LIMITS), metrics, vendor_of)
         reads = None
         if engine.dialect.name == "postgresql":
-            from store.pg_reads import AsyncReads  # psycopg: only where it is used
+            from store.pg_reads import AsyncReads  # asyncpg: only where it is used
             reads = AsyncReads(engine.url)
         async with httpx.AsyncClient(timeout=timeout, transport=transport) as http:
             sender = Sender(engine, itnio=itnio_client(settings, http, clock),

@@ -16,7 +16,7 @@ from store import bulk
 from store.db import UTCDateTime
 from store.models import Conversation
 
-if TYPE_CHECKING:  # psycopg is imported only on PostgreSQL
+if TYPE_CHECKING:  # asyncpg is imported only on PostgreSQL
     from store.pg_reads import AsyncReads
 
 # Plain SQL both databases speak, so it is compiled once (see store/inbox.py CLAIM). The
@@ -273,7 +273,7 @@ async def window_times_pg(reads: AsyncReads, dialect: Dialect, *, channel: str, 
 
 # Many keys at once, the unique index probed for each; an absent key answers no row.
 _WINDOWS_PG = ("SELECT k.i, c.last_inbound_at, c.last_outbound_at "
-               f"FROM unnest({', '.join([bulk.PG_ARRAY + '::text[]'] * 3)}) WITH ORDINALITY "
+               "FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY "
                "AS k(channel, account, customer, i) "
                "JOIN conversations c ON c.channel = k.channel AND c.account = k.account "
                "AND c.customer = k.customer")

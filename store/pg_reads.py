@@ -1,19 +1,24 @@
-"""Point reads on PostgreSQL from the event loop: a few psycopg async connections, in
-autocommit, each lent to one read at a time.
+"""Point reads on PostgreSQL from the event loop: a few asyncpg connections, each lent to
+one read at a time.
 
 The window lookup is the bots' hot read. Through SQLAlchemy it went to a worker thread, took
 a pooled connection (and its `pool_pre_ping`, a round trip of its own) and built a result:
 measured, ~650 us of the server's CPU a lookup and 1,600 lookups/s at most, against ~80 us on
-SQLite. Here a lookup is one round trip, awaited on the loop, on a statement prepared on the
-server: 7,070 lookups/s, ~140 us of CPU a lookup (measured on the Xeon, before the cursor
-was kept; ~10,000/s on the EPYC since). Lookups that arrive together are asked in one
-statement (`KeyedReads`): on the EPYC, 10,500-11,400 -> 15,200-17,800 lookups/s.
+SQLite. Awaited on the loop through psycopg's async connections, on a statement prepared on
+the server: ~140 us a lookup; lookups that arrive together asked in one statement
+(`KeyedReads`): on the EPYC, 10,500-11,400 -> 15,200-17,800 lookups/s. asyncpg instead of
+psycopg (its protocol in C, answers handed over from the socket's callback, statements
+prepared and cached per connection): ~40 us less CPU a statement, and the lookups' p99 at
+half rate 0.4-0.8 ms lower (docs/performance.md, "Thirteenth pass").
+
+The connections are asyncpg's, so they read the database URL as asyncpg does, but for libpq's
+`connect_timeout`, which is taken as the connect's timeout (`asyncpg_params`).
 
 A connection that broke while it waited (the server restarted) is noticed when a read fails
 on it: the read is tried once more on a fresh connection (reads can be repeated), and a
 read that fails on a fresh one raises `store.db.Unreachable`.
 
-Imported only on PostgreSQL: psycopg costs a SQLite process ~10 MB.
+Imported only on PostgreSQL: a driver costs a SQLite process memory for nothing.
 """
 
 from __future__ import annotations
@@ -21,55 +26,60 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import psycopg
+import asyncpg
 from sqlalchemy.engine import URL
 
 from store.db import Unreachable
 
-CONNECT_TIMEOUT = 5
+CONNECT_TIMEOUT = 5.0
+# What says the connection, not the statement, failed: the socket, PostgreSQL's class 08
+# (connection exception) and 57 (operator intervention: the server shutting down, the backend
+# terminated).
+_LOST = (OSError, asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError)
+
+
+class _Lost(Exception):
+    """A read's connection is gone (the cause chained)."""
+
+
+def asyncpg_params(url: URL) -> tuple[str, float]:
+    """asyncpg's DSN for the engine's URL (its driver name dropped), and the connect timeout:
+    libpq's `connect_timeout` if the URL gives one (asyncpg would send it to the server as a
+    setting, which the server refuses)."""
+    query = dict(url.query)
+    timeout = query.pop("connect_timeout", None)
+    dsn = url.set(drivername="postgresql", query=query).render_as_string(hide_password=False)
+    seconds = float(timeout) if isinstance(timeout, str) and timeout else CONNECT_TIMEOUT
+    return dsn, seconds if seconds > 0 else CONNECT_TIMEOUT
 
 
 class AsyncReads:
     """At most `size` connections, made when first needed; a read waits for a free one."""
 
     def __init__(self, url: URL, *, size: int = 4) -> None:
-        # The libpq form of the engine's URL (its driver name dropped).
-        self._conninfo = url.set(drivername="postgresql").render_as_string(
-            hide_password=False)
+        self._dsn, self._timeout = asyncpg_params(url)
         self._size = size
         self._slots = asyncio.Semaphore(size)
         self._keyed: dict[str, KeyedReads] = {}
-        self._idle: list[psycopg.AsyncConnection[Any]] = []
-        # Every open connection, and the one cursor each reuses.
-        self._cursors: dict[psycopg.AsyncConnection[Any], psycopg.AsyncCursor[Any]] = {}
+        self._idle: list[asyncpg.Connection] = []
+        self._open: set[asyncpg.Connection] = set()
 
-    async def rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        """Every row of `sql` (psycopg's %s placeholders)."""
-        try:
-            return await self._rows(sql, params)
-        except psycopg.OperationalError as exc:
-            raise Unreachable(str(exc)) from exc
-
-    async def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    async def rows(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        """Every row of `sql` ($1, $2, ... for `params`), each indexable like a tuple."""
         async with self._slots:
-            reused = bool(self._idle)
-            connection = self._idle.pop() if reused else await self._connect()
+            connection = self._idle.pop() if self._idle else None
+            if connection is not None and connection.is_closed():
+                self._discard(connection)
+                connection = None
             try:
                 rows = await self._read(connection, sql, params)
-            except psycopg.OperationalError:
-                await self._discard(connection)
-                if not reused:
-                    raise
-                connection = await self._connect()  # the server may have restarted since
-                try:
-                    rows = await self._read(connection, sql, params)
-                except BaseException:
-                    await self._discard(connection)
-                    raise
-            except BaseException:
-                await self._discard(connection)  # cancelled mid-read: its state is unknown
-                raise
-            self._idle.append(connection)
+            except _Lost as lost:
+                if connection is None:  # already a fresh connection
+                    raise Unreachable(str(lost.__cause__)) from lost.__cause__
+                try:  # the server may have restarted since this one was made
+                    rows = await self._read(None, sql, params)
+                except _Lost as again:
+                    raise Unreachable(str(again.__cause__)) from again.__cause__
             return rows
 
     def keyed(self, sql: str) -> KeyedReads:
@@ -84,31 +94,40 @@ class AsyncReads:
         keyed, self._keyed = list(self._keyed.values()), {}
         for reads in keyed:
             await reads.close()
-        connections, self._cursors, self._idle = list(self._cursors), {}, []
+        connections, self._open, self._idle = list(self._open), set(), []
         for connection in connections:
-            await connection.close()
+            try:
+                await connection.close(timeout=self._timeout)
+            except Exception:  # gone already, or not answering: let go of it regardless
+                connection.terminate()
 
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        connection = await psycopg.AsyncConnection.connect(
-            self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
-        self._cursors[connection] = connection.cursor()
-        return connection
-
-    async def _discard(self, connection: psycopg.AsyncConnection[Any]) -> None:
-        self._cursors.pop(connection, None)
+    async def _read(self, connection: asyncpg.Connection | None, sql: str,
+                    params: tuple[Any, ...]) -> list[Any]:
+        """`sql` on `connection` (None: a new one), which goes back to the idle ones after."""
+        if connection is None:
+            try:
+                connection = await asyncpg.connect(self._dsn, timeout=self._timeout)
+            except Exception as exc:  # refused, timed out, authentication, no such database
+                raise _Lost() from exc
+            self._open.add(connection)
         try:
-            await connection.close()
-        except psycopg.Error:
-            pass
+            # asyncpg prepares the statement on its first use and keeps it per connection.
+            rows = await connection.fetch(sql, *params)
+        except Exception as exc:
+            if isinstance(exc, _LOST) or connection.is_closed():
+                self._discard(connection)
+                raise _Lost() from exc
+            self._idle.append(connection)  # the statement failed; the connection is as it was
+            raise
+        except BaseException:
+            self._discard(connection)  # cancelled mid-read: its state is unknown
+            raise
+        self._idle.append(connection)
+        return rows
 
-    async def _read(self, connection: psycopg.AsyncConnection[Any], sql: str,
-                    params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        # The connection's one cursor, reused, and the statement prepared from its first use
-        # (with the lookup's leaner answer, receiver/raw_response.py: 8,600-8,900 -> 9,600-9,850
-        # lookups/s).
-        cursor = self._cursors[connection]
-        await cursor.execute(sql, params, prepare=True)
-        return await cursor.fetchall()
+    def _discard(self, connection: asyncpg.Connection) -> None:
+        self._open.discard(connection)
+        connection.terminate()
 
 
 class KeyedReads:
@@ -120,8 +139,8 @@ class KeyedReads:
     answers many lookups (its cost, mostly the two processes' system calls, is paid once for
     all), and a lone read costs one round trip as before.
 
-    `sql` takes one array per part of the key (psycopg's %s placeholders) and answers, for
-    each key found, its 1-based position among them (WITH ORDINALITY) and then its columns.
+    `sql` takes one array per part of the key ($1, $2, ...) and answers, for each key found,
+    its 1-based position among them (WITH ORDINALITY) and then its columns.
     """
 
     def __init__(self, reads: AsyncReads, sql: str, *, size: int, limit: int = 64) -> None:

@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import psycopg
 import pytest
 from sqlalchemy import Engine
@@ -14,7 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 from store import conversations, db
-from store.pg_reads import AsyncReads
+from store.pg_reads import AsyncReads, asyncpg_params
 from tests.conftest import postgres_only
 
 T = datetime(2026, 11, 24, 10, 0, 0, 123456, tzinfo=UTC)
@@ -177,3 +178,41 @@ def test_closing_the_reads_ends_the_lookups_still_waiting(pg_engine: Engine) -> 
         return await asyncio.wait_for(asyncio.gather(*lookups, return_exceptions=True), 5)
 
     assert all(isinstance(found, asyncio.CancelledError) for found in asyncio.run(scenario()))
+
+
+def test_libpq_s_connect_timeout_is_the_connect_s_and_other_url_settings_reach_the_server(
+        pg_engine: Engine) -> None:
+    url = pg_engine.url.update_query_dict({"connect_timeout": "3",
+                                           "application_name": "replywindow-reads"})
+    assert asyncpg_params(url)[1] == 3.0
+    assert "connect_timeout" not in asyncpg_params(url)[0]
+
+    async def scenario() -> list[Any]:
+        reads = AsyncReads(url)
+        try:
+            return await reads.rows("SELECT current_setting('application_name')", ())
+        finally:
+            await reads.close()
+
+    [[name]] = asyncio.run(scenario())
+    assert name == "replywindow-reads"
+
+
+def test_a_statement_that_fails_raises_its_own_error_and_the_reads_go_on(
+        pg_engine: Engine) -> None:
+    async def scenario() -> tuple[BaseException | None, list[Any]]:
+        reads = AsyncReads(pg_engine.url, size=1)
+        try:
+            failed = None
+            try:
+                await reads.rows("SELECT 1 / $1::int", (0,))
+            except Exception as exc:
+                failed = exc
+            return failed, await reads.rows("SELECT 1 / $1::int", (1,))
+        finally:
+            await reads.close()
+
+    failed, rows = asyncio.run(scenario())
+    assert isinstance(failed, asyncpg.exceptions.DivisionByZeroError)
+    assert not isinstance(failed, db.Unreachable)
+    assert [tuple(row) for row in rows] == [(1,)]
