@@ -9,7 +9,8 @@ the server: ~140 us a lookup; lookups that arrive together asked in one statemen
 (`KeyedReads`): on the EPYC, 10,500-11,400 -> 15,200-17,800 lookups/s. asyncpg instead of
 psycopg (its protocol in C, answers handed over from the socket's callback, statements
 prepared and cached per connection): ~40 us less CPU a statement, and the lookups' p99 at
-half rate 0.4-0.8 ms lower (docs/performance.md, "Thirteenth pass").
+half rate 0.0-0.8 ms over the bare endpoint's at that pace, against 0.8-1.4 ms
+(docs/performance.md, "Thirteenth pass").
 
 The connections are asyncpg's, so they read the database URL as asyncpg does, but for libpq's
 `connect_timeout`, which is taken as the connect's timeout (`asyncpg_params`).
