@@ -50,8 +50,14 @@ def asyncpg_params(url: URL) -> tuple[str, float]:
     query = dict(url.query)
     timeout = query.pop("connect_timeout", None)
     dsn = url.set(drivername="postgresql", query=query).render_as_string(hide_password=False)
-    seconds = float(timeout) if isinstance(timeout, str) and timeout else CONNECT_TIMEOUT
-    return dsn, seconds if seconds > 0 else CONNECT_TIMEOUT
+    if not timeout:
+        return dsn, CONNECT_TIMEOUT
+    try:
+        seconds = float(timeout)  # type: ignore[arg-type]  # a tuple: the key given twice
+    except (TypeError, ValueError):
+        raise ValueError("connect_timeout in the database URL must be a number of seconds, "
+                         f"not {timeout!r}") from None
+    return dsn, seconds if seconds > 0 else CONNECT_TIMEOUT  # libpq: 0 is no limit; ours instead
 
 
 class AsyncReads:

@@ -186,6 +186,8 @@ def test_libpq_s_connect_timeout_is_the_connect_s_and_other_url_settings_reach_t
                                            "application_name": "replywindow-reads"})
     assert asyncpg_params(url)[1] == 3.0
     assert "connect_timeout" not in asyncpg_params(url)[0]
+    with pytest.raises(ValueError, match="connect_timeout in the database URL"):
+        asyncpg_params(url.update_query_dict({"connect_timeout": "soon"}))
 
     async def scenario() -> list[Any]:
         reads = AsyncReads(url)
