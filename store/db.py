@@ -74,6 +74,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         # 4,000 pages (16 MB of log) rather than SQLite's 1,000 copies each of them fewer
         # times (docs/performance.md, "Sixth pass": the applier alone 11-13k -> 14-15k/s).
         cur.execute("PRAGMA wal_autocheckpoint=4000")
+        # The applier's multi-row statements inside its transactions keep statement journals;
+        # on disk (SQLite's default) they cost it ~1.3 temp-file writes a body, ~10 % of its
+        # CPU (docs/performance.md, "Fourteenth pass"). Each lives for one statement.
+        cur.execute("PRAGMA temp_store=MEMORY")
         cur.close()
 
     @event.listens_for(engine, "begin")

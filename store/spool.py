@@ -115,6 +115,7 @@ class Spool:
             connection.execute("PRAGMA synchronous=FULL")  # an acknowledged body survives
             # Checkpoints run in the applier (`checkpoint`), never in an append.
             connection.execute("PRAGMA wal_autocheckpoint=0")
+            connection.execute("PRAGMA temp_store=MEMORY")  # as the main database's (store/db.py)
             self._local.connection = connection
             with self._lock:
                 self._connections.append(connection)

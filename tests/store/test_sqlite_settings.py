@@ -1,0 +1,36 @@
+"""What every SQLite connection of the service runs with: the durability the webhooks promise
+(WAL, a full fsync at each commit) and temporary data kept in memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import text
+
+from store import db
+from store.spool import Spool
+
+WAL, FULL, MEMORY = "wal", 2, 2  # PRAGMA synchronous=FULL and temp_store=MEMORY read back as 2
+
+
+def test_engine_connections_are_durable_and_keep_temporary_data_in_memory(tmp_path: Path) -> None:
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'rw.db'}")
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(text("PRAGMA journal_mode")).scalar() == WAL
+            assert connection.execute(text("PRAGMA synchronous")).scalar() == FULL
+            assert connection.execute(text("PRAGMA temp_store")).scalar() == MEMORY
+            assert connection.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 4000
+    finally:
+        engine.dispose()
+
+
+def test_spool_connection_is_durable_and_keeps_temporary_data_in_memory(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "rw.db-spool")
+    try:
+        connection = spool._connection()
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == WAL
+        assert connection.execute("PRAGMA synchronous").fetchone()[0] == FULL
+        assert connection.execute("PRAGMA temp_store").fetchone()[0] == MEMORY
+    finally:
+        spool.close()
