@@ -12,8 +12,9 @@ prepared and cached per connection): ~40 us less CPU a statement, and the lookup
 half rate 0.0-0.8 ms over the bare endpoint's at that pace, against 0.8-1.4 ms
 (docs/performance.md, "Thirteenth pass").
 
-The connections are asyncpg's, so they read the database URL as asyncpg does, but for libpq's
-`connect_timeout`, which is taken as the connect's timeout (`asyncpg_params`).
+The connections are asyncpg's, so they read the database URL as asyncpg does, but for the
+settings only libpq knows, which asyncpg would send to the server as settings and the server
+would refuse (`asyncpg_params`).
 
 A connection that broke while it waited (the server restarted) is noticed when a read fails
 on it: the read is tried once more on a fresh connection (reads can be repeated), and a
@@ -39,17 +40,36 @@ CONNECT_TIMEOUT = 5.0
 _LOST = (OSError, asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError)
 
 
+# libpq's own connection settings, which the engine's psycopg takes and asyncpg does not
+# know: asyncpg would send them to the server, which refuses an unknown setting, and every
+# lookup would fail. They tune libpq's socket (keepalives), its authentication and encryption
+# choices, or name fallbacks; the lookups' connections go without them.
+_LIBPQ_ONLY = frozenset({
+    "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
+    "tcp_user_timeout", "gssencmode", "gssdelegation", "channel_binding", "require_auth",
+    "requirepeer", "sslcompression", "sslsni", "sslcertmode", "load_balance_hosts",
+    "fallback_application_name", "hostaddr", "connect_timeout",
+})
+
+
 class _Lost(Exception):
     """A read's connection is gone (the cause chained)."""
 
 
 def asyncpg_params(url: URL) -> tuple[str, float]:
     """asyncpg's DSN for the engine's URL (its driver name dropped), and the connect timeout:
-    libpq's `connect_timeout` if the URL gives one (asyncpg would send it to the server as a
-    setting, which the server refuses)."""
+    libpq's `connect_timeout` if the URL gives one. libpq's other settings are left out
+    (`_LIBPQ_ONLY`), but `hostaddr` is the host when no host is named, and
+    `fallback_application_name` the application name when none is given, as in libpq."""
     query = dict(url.query)
-    timeout = query.pop("connect_timeout", None)
-    dsn = url.set(drivername="postgresql", query=query).render_as_string(hide_password=False)
+    timeout = query.get("connect_timeout")
+    if query.get("fallback_application_name") and "application_name" not in query:
+        query["application_name"] = query["fallback_application_name"]
+    hostaddr = query.get("hostaddr")
+    host = url.host or (hostaddr if isinstance(hostaddr, str) and hostaddr else None)
+    query = {key: value for key, value in query.items() if key not in _LIBPQ_ONLY}
+    dsn = url.set(drivername="postgresql", host=host,  # type: ignore[arg-type]
+                  query=query).render_as_string(hide_password=False)
     if not timeout:
         return dsn, CONNECT_TIMEOUT
     try:

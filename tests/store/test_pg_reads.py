@@ -200,6 +200,38 @@ def test_libpq_s_connect_timeout_is_the_connect_s_and_other_url_settings_reach_t
     assert name == "replywindow-reads"
 
 
+def test_libpq_only_settings_in_the_url_are_not_sent_to_the_server(pg_engine: Engine) -> None:
+    # The engine (psycopg, libpq) takes these; sent to the server as settings, as asyncpg
+    # would, each would be refused and every lookup would fail.
+    url = pg_engine.url.update_query_dict({
+        "keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10",
+        "keepalives_count": "3", "tcp_user_timeout": "10000", "gssencmode": "disable",
+        "fallback_application_name": "replywindow-fallback"})
+    engine = db.make_engine(url.render_as_string(hide_password=False))
+    try:
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("SELECT 1").scalar() == 1
+    finally:
+        engine.dispose()
+
+    async def scenario() -> list[Any]:
+        reads = AsyncReads(url)
+        try:
+            return await reads.rows("SELECT current_setting('application_name')", ())
+        finally:
+            await reads.close()
+
+    [[name]] = asyncio.run(scenario())
+    assert name == "replywindow-fallback"
+
+
+def test_hostaddr_is_the_host_when_the_url_names_none() -> None:
+    url = make_url("postgresql+psycopg://rw@/replywindow?hostaddr=127.0.0.1&keepalives=1")
+    dsn, _ = asyncpg_params(url)
+    assert make_url(dsn).host == "127.0.0.1"
+    assert dict(make_url(dsn).query) == {}
+
+
 def test_a_statement_that_fails_raises_its_own_error_and_the_reads_go_on(
         pg_engine: Engine) -> None:
     async def scenario() -> tuple[BaseException | None, list[Any]]:
