@@ -242,7 +242,8 @@ def _apply_status(session: Session, event: StatusReported, *, inbox_body_id: int
     # else kept: applied when our own call's answer names this message
 
 
-def _adopt_unknown(session: Session, event: StatusReported, *, at: datetime) -> OutboundMessage | None:
+def _adopt_unknown(session: Session, event: StatusReported, *,
+                   at: datetime) -> OutboundMessage | None:
     """A push for a message id we never learnt: our call timed out after the vendor took it.
     The oldest message held as unknown to that recipient is the one; it learns its id."""
     account, recipient = event.detail.get("from"), event.detail.get("recipient")

@@ -134,7 +134,8 @@ class Demo:
         await self.callbacks_arrive()
         window = await self.window()
         self.say("day 1 09:00", f"Alice writes on WhatsApp -> window open, "
-                 f"{window['seconds_left'] // 3600} h {window['seconds_left'] % 3600 // 60} min left")
+                 f"{window['seconds_left'] // 3600} h "
+                 f"{window['seconds_left'] % 3600 // 60} min left")
 
         self.sim.set_outcome(ALICE, "read")
         sent = await self.send({"channel": "whatsapp", "from": BUSINESS, "to": ALICE,

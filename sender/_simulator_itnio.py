@@ -1,5 +1,5 @@
 """ITNIO TECH's side of the vendor simulator: WhatsApp custom and template sends, template
-add and query, SMS batch send and getReport, and the pushes that follow (vendor-formats §0–§3).
+add and query, SMS batch send and getReport, and the pushes that follow (vendor-formats §0-§3).
 
 Codes are the ones the seeds give for each endpoint; where the docs have none, "-22"
 (Parameter exception, §0) stands in. Answers carry `status` as a string, as the vendor's do.

@@ -141,8 +141,9 @@ def apply_status(message: Any, *, status: str, at: datetime, failure_code: str |
 def announce_status(session: Session, message: Any, transition: status_rules.Transition, *,
                     previous: str, at: datetime, config: SendConfig) -> None:
     if message.status != previous or transition.flagged:
-        bot_events.message_event(session, "message.status", message, now=at, push=config.push_events,
-                                 previous=previous, at=bot_events.iso(at))
+        bot_events.message_event(session, "message.status", message, now=at,
+                                 push=config.push_events, previous=previous,
+                                 at=bot_events.iso(at))
 
 
 def record_status(session: Session, message: OutboundMessage, *, status: str, at: datetime,

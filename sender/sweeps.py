@@ -69,7 +69,8 @@ async def confirm_wecom(sender: Sender) -> int:
             echoes = session.exec(select(func.count()).select_from(StatusEvent).where(
                 StatusEvent.message_id == row.id, StatusEvent.status == "sent")).one()
             if echoes >= parts:
-                outcomes.record_status(session, row, status="delivered", at=now, config=sender.config)
+                outcomes.record_status(session, row, status="delivered", at=now,
+                                       config=sender.config)
                 confirmed += 1
         return confirmed
 

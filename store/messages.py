@@ -89,4 +89,5 @@ def set_status(message: OutboundMessage, *, status: str, stamps: dict[str, datet
 
 def events_for(session: Session, message_id: str) -> list[StatusEvent]:
     stmt = select(StatusEvent).where(StatusEvent.message_id == message_id)
-    return list(session.exec(stmt.order_by(col(StatusEvent.occurred_at), col(StatusEvent.id))).all())
+    return list(session.exec(
+        stmt.order_by(col(StatusEvent.occurred_at), col(StatusEvent.id))).all())

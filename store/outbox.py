@@ -32,7 +32,8 @@ _ROUTE_FACTS = select(
     select(_CONVERSATIONS.c.last_inbound_at).where(
         _CONVERSATIONS.c.channel == bindparam("channel"),
         _CONVERSATIONS.c.account == bindparam("account"),
-        _CONVERSATIONS.c.customer == bindparam("customer")).scalar_subquery().label("last_inbound_at"),
+        _CONVERSATIONS.c.customer == bindparam("customer"),
+    ).scalar_subquery().label("last_inbound_at"),
     select(_OPT_OUTS.c.opted_out).where(
         _OPT_OUTS.c.customer == bindparam("customer")).scalar_subquery().label("opted_out"),
 )
@@ -185,7 +186,8 @@ def orphan_events(session: Session, *, channel: str, vendor_message_id: str | No
         return []
     stmt = select(StatusEvent).where(StatusEvent.channel == channel,
                                      col(StatusEvent.message_id).is_(None), or_(*matches))
-    return list(session.exec(stmt.order_by(col(StatusEvent.occurred_at), col(StatusEvent.id))).all())
+    return list(session.exec(
+        stmt.order_by(col(StatusEvent.occurred_at), col(StatusEvent.id))).all())
 
 
 def orphans_since(session: Session, *, channel: str, since: datetime,
@@ -269,7 +271,8 @@ def page(session: Session, *, channel: str | None, to: str | None, status: str |
         created, message_id = after
         stmt = stmt.where(
             (col(OutboundMessage.created_at) < created)
-            | ((col(OutboundMessage.created_at) == created) & (col(OutboundMessage.id) < message_id))
+            | ((col(OutboundMessage.created_at) == created)
+               & (col(OutboundMessage.id) < message_id))
         )
     stmt = stmt.order_by(col(OutboundMessage.created_at).desc(), col(OutboundMessage.id).desc())
     return list(session.exec(stmt.limit(limit)).all())

@@ -34,4 +34,5 @@ def record_status(session: Session, *, vendor_template_id: str | None, name: str
 
 
 def all_templates(session: Session) -> list[Template]:
-    return list(session.exec(select(Template).order_by(col(Template.name), col(Template.language))).all())
+    return list(session.exec(
+        select(Template).order_by(col(Template.name), col(Template.language))).all())

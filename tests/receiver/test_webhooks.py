@@ -112,8 +112,9 @@ UPLINK_MESSAGES = {
                                                   "mimeType": "application/pdf", "id": "d1",
                                                   "sha256": "ef", "caption": "invoice"}},
     "location": {"type": "location", "location": {"longitude": "121.47", "latitude": "31.23"}},
-    "sticker": {"type": "sticker", "sticker": {"filePath": "https://m/s.webp", "mimeType": "image/webp",
-                                               "animated": False, "id": "s1", "sha256": "01"}},
+    "sticker": {"type": "sticker", "sticker": {"filePath": "https://m/s.webp",
+                                               "mimeType": "image/webp", "animated": False,
+                                               "id": "s1", "sha256": "01"}},
     "unknown": {"type": "unknown", "unknown": {"code": 131051, "title": "Unsupported"}},
     "unsupported": {"type": "unsupported"},
 }
@@ -167,7 +168,8 @@ def test_a_future_timestamp_is_clamped_to_the_receive_time(
     assert conversation.last_inbound_at == clock.now
 
 
-def test_milliseconds_and_numeric_strings_are_read_as_times(client: TestClient, engine: Engine) -> None:
+def test_milliseconds_and_numeric_strings_are_read_as_times(client: TestClient,
+                                                            engine: Engine) -> None:
     body = payload("itnio_wa_uplink_text.json") | {"timestamp": "1718000000123"}
     client.post(WA, json=body)
 
@@ -195,7 +197,8 @@ def test_statuses_in_any_order_end_at_the_furthest_and_never_move_back(
     base = payload("itnio_wa_status_delivered.json")
     times = {"sent": 1718000003, "delivered": 1718000005, "read": 1718000009}
     for status in order:
-        assert client.post(WA, json=base | {"status": status, "timestamp": times[status]}).json() == ITNIO_ACK
+        response = client.post(WA, json=base | {"status": status, "timestamp": times[status]})
+        assert response.json() == ITNIO_ACK
 
     message = outbound(engine)
     assert message.status == "read"
@@ -236,7 +239,8 @@ def test_delivered_after_failed_wins_and_is_flagged(client: TestClient, engine: 
 
 
 @pytest.mark.parametrize("sender_field", ["form", "from"])
-def test_status_push_accepts_form_and_from(client: TestClient, engine: Engine, sender_field: str) -> None:
+def test_status_push_accepts_form_and_from(client: TestClient, engine: Engine,
+                                           sender_field: str) -> None:
     body = payload("itnio_wa_status_delivered.json")
     body[sender_field] = body.pop("form")
     assert client.post(WA, json=body).status_code == 200
@@ -256,7 +260,8 @@ def test_a_status_for_a_message_not_yet_known_is_kept(client: TestClient, engine
 
 def test_template_status_push_updates_the_template(client: TestClient, engine: Engine) -> None:
     client.post(WA, json=payload("itnio_wa_template_status.json"))
-    older = payload("itnio_wa_template_status.json") | {"status": "PENDING", "timestamp": 1717990000}
+    older = payload("itnio_wa_template_status.json") | {"status": "PENDING",
+                                                         "timestamp": 1717990000}
     client.post(WA, json=older)
 
     [template] = rows(engine, Template)
@@ -279,7 +284,8 @@ def test_an_unconfigured_app_id_is_stored_and_flagged_not_applied(
     other = payload("itnio_wa_uplink_text.json") | {"appId": "SOMEONE-ELSE"}
     with SettlingClient(create_app(settings, clock=clock)) as client:
         assert client.post(WA, json=other).json() == ITNIO_ACK
-        assert client.post(WA, json=payload("itnio_wa_uplink_text.json") | {"messageId": "m2"}).status_code == 200
+        again = payload("itnio_wa_uplink_text.json") | {"messageId": "m2"}
+        assert client.post(WA, json=again).status_code == 200
     engine_rows = rows_for(db_url)
     assert engine_rows["states"] == ["flagged", "applied"]
     assert engine_rows["conversations"] == 1
@@ -375,7 +381,8 @@ def test_sms_report_matched_by_our_order_id(client: TestClient, engine: Engine) 
     client.post(SMS, json=failed)
 
     message = outbound(engine)
-    assert (message.status, message.failure_code, message.failure_reason) == ("failed", "1", "UNDELIV")
+    assert (message.status, message.failure_code, message.failure_reason) == (
+        "failed", "1", "UNDELIV")
 
 
 def test_the_vendors_single_quoted_sample_is_read(client: TestClient, engine: Engine) -> None:
@@ -432,7 +439,8 @@ def test_the_documented_test_vector_is_accepted(yzj_client: TestClient, engine: 
 
 @pytest.mark.parametrize("form", ["raw", "json-string", "encrypt-object"])
 def test_every_body_encoding_is_accepted(yzj_client: TestClient, engine: Engine, form: str) -> None:
-    assert yzj_client.post(YZJ, content=encrypted("yzj_chatmsg_inbound.json", form=form)).status_code == 200
+    response = yzj_client.post(YZJ, content=encrypted("yzj_chatmsg_inbound.json", form=form))
+    assert response.status_code == 200
     assert count(engine, ChatMessage) == 1
 
 
@@ -448,7 +456,8 @@ def test_the_echo_of_our_send_marks_it_sent(yzj_client: TestClient, engine: Engi
     assert count(engine, ChatMessage) == 0
 
 
-def test_a_send_failure_before_the_echo_still_ends_failed(yzj_client: TestClient, engine: Engine) -> None:
+def test_a_send_failure_before_the_echo_still_ends_failed(yzj_client: TestClient,
+                                                          engine: Engine) -> None:
     add_outbound(engine, channel="wecom", client_ref="116")
     yzj_client.post(YZJ, content=encrypted("yzj_chatmsg_send_fail.json"))
     yzj_client.post(YZJ, content=encrypted("yzj_chatmsg_echo.json"))
@@ -481,7 +490,7 @@ def test_a_wrong_key_is_400_and_quarantined(yzj_client: TestClient, engine: Engi
 
 
 def test_plaintext_callbacks_when_no_key_is_configured(client: TestClient, engine: Engine) -> None:
-    envelopes = payload("yzj_chatmsg_inbound.json") + [{"type": "contacts ", "data": {}}]
+    envelopes = [*payload("yzj_chatmsg_inbound.json"), {"type": "contacts ", "data": {}}]
     response = client.post(YZJ, json=envelopes)
 
     assert response.json() == {"errcode": 0}

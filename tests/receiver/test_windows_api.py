@@ -80,7 +80,8 @@ def test_a_later_message_extends_the_window(client: TestClient, clock: FakeClock
 
 def test_expiring_windows_are_listed_soonest_first(client: TestClient, clock: FakeClock,
                                                    auth: dict[str, str]) -> None:
-    uplink(client, clock, customer="91800000001", message_id="a", ago=timedelta(hours=23, minutes=30))
+    uplink(client, clock, customer="91800000001", message_id="a",
+           ago=timedelta(hours=23, minutes=30))
     uplink(client, clock, customer="91800000002", message_id="b", ago=timedelta(hours=23))
     uplink(client, clock, customer="91800000003", message_id="c", ago=timedelta(hours=1))
     uplink(client, clock, customer="91800000004", message_id="d", ago=timedelta(hours=25))
@@ -123,7 +124,8 @@ def test_bad_parameters_are_422_naming_the_field(client: TestClient, auth: dict[
     assert response.json()["field"] == query.split("=")[0]
 
 
-def test_a_recipient_that_is_not_a_phone_number_is_422(client: TestClient, auth: dict[str, str]) -> None:
+def test_a_recipient_that_is_not_a_phone_number_is_422(client: TestClient,
+                                                        auth: dict[str, str]) -> None:
     response = client.get(f"/v1/windows/whatsapp/{BUSINESS}/12ab", headers=auth)
 
     assert response.status_code == 422

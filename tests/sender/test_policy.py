@@ -46,13 +46,15 @@ def wa(**kw: object) -> SendRequest:
 @pytest.mark.parametrize(
     ("last_inbound", "route"),
     [
-        (NOW - timedelta(hours=24) + MARGIN + timedelta(seconds=1), "custom"),  # 1 s before the edge
+        # 1 s before the edge
+        (NOW - timedelta(hours=24) + MARGIN + timedelta(seconds=1), "custom"),
         (NOW - timedelta(hours=24) + MARGIN, None),  # exactly at the edge: closed
         (NOW - timedelta(hours=24) + MARGIN - timedelta(seconds=1), None),
         (None, None),  # never wrote
     ],
 )
-def test_custom_only_while_the_window_is_open(last_inbound: datetime | None, route: str | None) -> None:
+def test_custom_only_while_the_window_is_open(last_inbound: datetime | None,
+                                              route: str | None) -> None:
     assert decide(wa(), situation(last_inbound)).route == route
 
 
@@ -70,7 +72,8 @@ def test_closed_window_takes_the_requests_template_when_allowed() -> None:
 def test_then_the_configured_fallback_template() -> None:
     welcome = TemplateView("welcome_back", "en", "APPROVED", "UTILITY", 0, 0)
     decision = decide(wa(fallback=("template",)),
-                      situation(CLOSED, templates=(welcome,), fallback_template=("welcome_back", "en")))
+                      situation(CLOSED, templates=(welcome,),
+                                fallback_template=("welcome_back", "en")))
     assert decision.route == "template"
     assert decision.template == {"name": "welcome_back", "language": "en", "components": []}
 
@@ -97,7 +100,8 @@ def test_unknown_variable_counts_are_not_checked() -> None:
 
 def test_language_as_an_object_is_understood() -> None:
     template = ORDER_UPDATE | {"language": {"code": "en"}}
-    assert decide(wa(template=template, fallback=("template",)), situation(CLOSED)).route == "template"
+    decision = decide(wa(template=template, fallback=("template",)), situation(CLOSED))
+    assert decision.route == "template"
 
 
 def test_sms_is_the_last_resort_with_the_text_body() -> None:
