@@ -50,6 +50,11 @@ _LIBPQ_ONLY = frozenset({
     "requirepeer", "sslcompression", "sslsni", "sslcertmode", "load_balance_hosts",
     "fallback_application_name", "hostaddr", "connect_timeout",
 })
+# Of those, the values that demand something of the connection (an authentication method,
+# channel binding, GSS encryption, a client certificate, the server's user): left out, the
+# lookups' connections would quietly do without it, so such a URL is refused at start-up.
+_DEMANDS = {"channel_binding": {"require"}, "gssencmode": {"require"},
+            "sslcertmode": {"require"}, "require_auth": None, "requirepeer": None}
 
 
 class _Lost(Exception):
@@ -60,8 +65,14 @@ def asyncpg_params(url: URL) -> tuple[str, float]:
     """asyncpg's DSN for the engine's URL (its driver name dropped), and the connect timeout:
     libpq's `connect_timeout` if the URL gives one. libpq's other settings are left out
     (`_LIBPQ_ONLY`), but `hostaddr` is the host when no host is named, and
-    `fallback_application_name` the application name when none is given, as in libpq."""
+    `fallback_application_name` the application name when none is given, as in libpq; one
+    that demands what asyncpg cannot do (`_DEMANDS`) raises ValueError."""
     query = dict(url.query)
+    for key, demanding in _DEMANDS.items():
+        if key in query and (demanding is None or query[key] in demanding):
+            raise ValueError(
+                f"{key}={query[key]} in the database URL is not supported: the window "
+                "lookups' connections (asyncpg) cannot honour it; remove it from the URL")
     timeout = query.get("connect_timeout")
     if query.get("fallback_application_name") and "application_name" not in query:
         query["application_name"] = query["fallback_application_name"]
