@@ -180,6 +180,19 @@ def test_closing_the_reads_ends_the_lookups_still_waiting(pg_engine: Engine) -> 
     assert all(isinstance(found, asyncio.CancelledError) for found in asyncio.run(scenario()))
 
 
+def _application_name(url: Any) -> str:
+    """The application name the server sees on a connection of AsyncReads made from `url`."""
+    async def scenario() -> list[Any]:
+        reads = AsyncReads(url)
+        try:
+            return await reads.rows("SELECT current_setting('application_name')", ())
+        finally:
+            await reads.close()
+
+    [[name]] = asyncio.run(scenario())
+    return str(name)
+
+
 def test_libpq_s_connect_timeout_is_the_connect_s_and_other_url_settings_reach_the_server(
         pg_engine: Engine) -> None:
     url = pg_engine.url.update_query_dict({"connect_timeout": "3",
@@ -189,15 +202,7 @@ def test_libpq_s_connect_timeout_is_the_connect_s_and_other_url_settings_reach_t
     with pytest.raises(ValueError, match="connect_timeout in the database URL"):
         asyncpg_params(url.update_query_dict({"connect_timeout": "soon"}))
 
-    async def scenario() -> list[Any]:
-        reads = AsyncReads(url)
-        try:
-            return await reads.rows("SELECT current_setting('application_name')", ())
-        finally:
-            await reads.close()
-
-    [[name]] = asyncio.run(scenario())
-    assert name == "replywindow-reads"
+    assert _application_name(url) == "replywindow-reads"
 
 
 def test_libpq_only_settings_in_the_url_are_not_sent_to_the_server(pg_engine: Engine) -> None:
@@ -214,15 +219,7 @@ def test_libpq_only_settings_in_the_url_are_not_sent_to_the_server(pg_engine: En
     finally:
         engine.dispose()
 
-    async def scenario() -> list[Any]:
-        reads = AsyncReads(url)
-        try:
-            return await reads.rows("SELECT current_setting('application_name')", ())
-        finally:
-            await reads.close()
-
-    [[name]] = asyncio.run(scenario())
-    assert name == "replywindow-fallback"
+    assert _application_name(url) == "replywindow-fallback"
 
 
 @pytest.mark.parametrize("setting", ["channel_binding=require", "require_auth=scram-sha-256",
