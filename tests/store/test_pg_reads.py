@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from sqlalchemy import Engine
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlmodel import Session
 
 from store import conversations, db
@@ -180,7 +180,7 @@ def test_closing_the_reads_ends_the_lookups_still_waiting(pg_engine: Engine) -> 
     assert all(isinstance(found, asyncio.CancelledError) for found in asyncio.run(scenario()))
 
 
-def _application_name(url: Any) -> str:
+def _application_name(url: URL) -> str:
     """The application name the server sees on a connection of AsyncReads made from `url`."""
     async def scenario() -> list[Any]:
         reads = AsyncReads(url)
