@@ -1,19 +1,20 @@
 """Group commit for webhook bodies.
 
-Every webhook request hands its parsed body to `Ingestor.submit` and waits. A writer thread
-takes whatever has queued up, stores it all as `pending` in one insert, commits, and only then
+Every webhook request hands its parsed body to `Ingestor.submit` and waits. A writer takes
+whatever has queued up, stores it all as `pending` in one insert, commits, and only then
 releases the waiting requests: each callback is durable before its 200, yet a burst of
-callbacks costs one commit, not one each. On SQLite the insert goes to the spool
-(store/spool.py); on PostgreSQL it is one statement on the writer's own connection in
-autocommit (store/pg_append.py): one round trip. One writer: with a batch one round trip, a
-second one that gathered while the first waited cost more CPU than it saved
-(docs/performance.md, "Ninth pass"). Its effects are applied afterwards, from the stored
-rows, by the applier (receiver/applier.py): nothing but an insert and a commit stands between
-a vendor and its acknowledgement.
+callbacks costs one commit, not one each. On SQLite the writer is a thread and the insert goes
+to the spool (store/spool.py). On PostgreSQL it is one statement on a connection of the
+writer's own, outside any transaction (store/pg_append.py): one round trip, awaited on the
+event loop itself, one batch at a time (a second writer that gathered while the first waited
+cost more CPU than it saved: docs/performance.md, "Ninth pass"). Its effects are applied
+afterwards, from the stored rows, by the applier (receiver/applier.py): nothing but an insert
+and a commit stands between a vendor and its acknowledgement.
 
-If the batch's insert fails, it is done again in a session, and if that fails too each body
-is stored in its own savepoint, so one body the database refuses is quarantined without
-taking the others down with it.
+If the batch's insert fails, it is done again in a session (in the writer thread), and if
+that fails too each body is stored in its own savepoint, so one body the database refuses is
+quarantined without taking the others down with it. Bodies that could not be read go to the
+quarantine the same way.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -32,9 +33,11 @@ from sqlmodel import Session
 from receiver.errors import Unavailable
 from receiver.events import Event
 from store import db, inbox
-from store.pg_append import PgAppend
 from store.spool import Spool
 from store.writer_threads import WriterThreads
+
+if TYPE_CHECKING:
+    from store.pg_append import PgAppend
 
 logger = logging.getLogger(__name__)
 
@@ -112,14 +115,22 @@ def store_batch(session: Session, items: list[Received]) -> list[str]:
 
 
 class Ingestor:
-    """The event loop queues bodies for the writer threads (store/writer_threads.py) and, once
-    a batch is committed, answers its requests."""
+    """The event loop queues bodies for the writer (on PostgreSQL a task of its own, else the
+    writer threads of store/writer_threads.py) and, once a batch is committed, answers its
+    requests."""
 
     def __init__(self, engine: Engine, *, spool: Spool | None = None,
                  on_commit: Callable[[], None] | None = None) -> None:
         self._engine = db.writer(engine)
         self._spool = spool
-        self._append = PgAppend(engine) if engine.dialect.name == "postgresql" else None
+        self._append: PgAppend | None = None
+        if engine.dialect.name == "postgresql":
+            from store.pg_append import PgAppend  # asyncpg: only where it is used
+            self._append = PgAppend(engine.url)
+        # PostgreSQL: readable bodies waiting for the next statement, and the task that
+        # writes them (running while there are any).
+        self._queue: list[tuple[Received, asyncio.Future[str]]] = []
+        self._appending: asyncio.Task[None] | None = None
         self._on_commit = on_commit
         self._writers: WriterThreads[tuple[Received, asyncio.Future[str]]] = WriterThreads(
             self._store, name="replywindow-ingest", max_batch=MAX_BATCH)
@@ -138,10 +149,12 @@ class Ingestor:
     async def stop(self) -> None:
         """Store what is queued, then stop; later submissions are refused (503)."""
         self._closing = True
+        if self._appending is not None:  # it writes everything queued before it ends
+            await asyncio.wait([self._appending])
+        if self._append is not None:
+            await self._append.close()
         for thread in self._writers.stop():  # each drains the queue before it ends
             await asyncio.to_thread(thread.join)
-        if self._append is not None:
-            self._append.close()
         await asyncio.to_thread(self._delete_moved)
         # The writers' last answers were handed to the loop before they ended: let them run.
         await asyncio.sleep(0)
@@ -158,10 +171,38 @@ class Ingestor:
         if loop is None or self._closing:
             raise Unavailable("The service is starting or stopping; try again.")
         future: asyncio.Future[str] = loop.create_future()
-        self._writers.put(((item, future),))
+        if self._append is not None and item.error_code is None:
+            self._queue.append((item, future))
+            if self._appending is None:
+                self._appending = loop.create_task(self._append_queued(self._append),
+                                                   name="replywindow-ingest-append")
+        else:
+            self._writers.put(((item, future),))
         # No timer per request: one watchdog goes through the deadlines, oldest first.
         self._deadlines.setdefault(timeout, deque()).append((loop.time() + timeout, future))
         return await future
+
+    async def _append_queued(self, append: PgAppend) -> None:
+        """PostgreSQL, on the loop: what queued up, one statement a batch, until nothing is
+        left; a batch whose statement failed goes to the writer thread (the long way)."""
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                try:
+                    await append.append([_row(item) for item, _ in batch])
+                except Exception as exc:  # a broken connection, a body refused
+                    logger.warning("a webhook batch's one statement failed; storing it again "
+                                   "through a session", extra={
+                                       "action": "webhook_append_failed", "count": len(batch),
+                                       "error": type(exc).__name__})
+                    self._writers.put(batch)
+                    continue
+                except BaseException:  # cancelled (the loop is closing): still stored
+                    self._writers.put(batch)
+                    raise
+                self._answer(batch, _states([item for item, _ in batch]))
+        finally:
+            self._appending = None
 
     def moved(self, through_id: int) -> None:
         """The applier has moved the spooled bodies up to `through_id` into the main database:
@@ -232,15 +273,6 @@ class Ingestor:
     def _write(self, items: list[Received]) -> list[str]:
         if self._spool is not None:
             return self._write_spool(self._spool, items)
-        if self._append is not None and all(item.error_code is None for item in items):
-            try:
-                self._append.append([_row(item) for item in items])
-                return _states(items)
-            except Exception as exc:  # a broken connection, a body refused: the long way
-                logger.warning("a webhook batch's one statement failed; storing it again "
-                               "through a session", extra={
-                                   "action": "webhook_append_failed", "count": len(items),
-                                   "error": type(exc).__name__})
         try:
             return self._transaction(items, store_batch_fast)
         except Exception as exc:

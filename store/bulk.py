@@ -203,8 +203,12 @@ class Rows:
                  tail: str = "") -> None:
         self._head = f"INSERT INTO {table.name} ({_names(columns)}) "
         self._width = len(columns)
+        self.columns = tuple(columns)
         arrays = ", ".join(f"{PG_ARRAY}::{type_}[]" for type_ in pg_types)
         self.unnest_sql = f"{self._head}SELECT * FROM unnest({arrays}) {tail}"
+        # The same with asyncpg's $1, $2, ... (store/pg_append.py).
+        numbered = ", ".join(f"${n}::{type_}[]" for n, type_ in enumerate(pg_types, 1))
+        self.numbered_sql = f"{self._head}SELECT * FROM unnest({numbered}) {tail}"
         self._tail = tail
         self._many = Many("", columns, {c: table.c[c].type for c in columns})
 

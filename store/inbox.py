@@ -71,7 +71,7 @@ _MOVED_COLUMNS = ("id", "vendor", "route", "received_at", "headers", "body", "st
 MOVE_IN = bulk.insert_many(_BODIES, _MOVED_COLUMNS, as_given=("headers",))
 ADD_PENDING = bulk.insert_many(_BODIES, _MOVED_COLUMNS[1:-1])
 # The same rows as one statement of unnested arrays: PostgreSQL's webhook writer
-# (store/pg_append.py), on a connection in autocommit.
+# (store/pg_append.py, asyncpg, outside any transaction: the statement commits itself).
 APPEND_PENDING = bulk.Rows(_BODIES, _MOVED_COLUMNS[1:-1], pg_types=(
     "text", "text", "timestamptz", "jsonb", "bytea", "text", "text", "int", "text"))
 

@@ -42,8 +42,9 @@ _LOST = (OSError, asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorIn
 
 # libpq's own connection settings, which the engine's psycopg takes and asyncpg does not
 # know: asyncpg would send them to the server, which refuses an unknown setting, and every
-# lookup would fail. They tune libpq's socket (keepalives), its authentication and encryption
-# choices, or name fallbacks; the lookups' connections go without them.
+# lookup (and every webhook's store, store/pg_append.py) would fail. They tune libpq's socket
+# (keepalives), its authentication and encryption choices, or name fallbacks; asyncpg's
+# connections go without them.
 _LIBPQ_ONLY = frozenset({
     "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
     "tcp_user_timeout", "gssencmode", "gssdelegation", "channel_binding", "require_auth",
@@ -51,8 +52,8 @@ _LIBPQ_ONLY = frozenset({
     "fallback_application_name", "hostaddr", "connect_timeout",
 })
 # Of those, the values that demand something of the connection (an authentication method,
-# channel binding, GSS encryption, a client certificate, the server's user): left out, the
-# lookups' connections would quietly do without it, so such a URL is refused at start-up.
+# channel binding, GSS encryption, a client certificate, the server's user): left out,
+# asyncpg's connections would quietly do without it, so such a URL is refused at start-up.
 _DEMANDS = {"channel_binding": {"require"}, "gssencmode": {"require"},
             "sslcertmode": {"require"}, "require_auth": None, "requirepeer": None}
 
@@ -72,7 +73,8 @@ def asyncpg_params(url: URL) -> tuple[str, float]:
         if key in query and (demanding is None or query[key] in demanding):
             raise ValueError(
                 f"{key}={query[key]} in the database URL is not supported: the window "
-                "lookups' connections (asyncpg) cannot honour it; remove it from the URL")
+                "lookups' and the webhook writer's connections (asyncpg) cannot honour it; "
+                "remove it from the URL")
     timeout = query.get("connect_timeout")
     if query.get("fallback_application_name") and "application_name" not in query:
         query["application_name"] = query["fallback_application_name"]
