@@ -22,7 +22,7 @@ import asyncpg
 from sqlalchemy.engine import URL
 
 from store import inbox, json_text
-from store.pg_reads import asyncpg_params
+from store.asyncpg_url import asyncpg_params
 
 _SQL = inbox.APPEND_PENDING.numbered_sql
 _COLUMNS = inbox.APPEND_PENDING.columns

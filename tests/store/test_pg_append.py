@@ -68,3 +68,19 @@ def test_a_refused_batch_stores_none_of_its_rows_and_the_next_batch_goes_through
     with engine.connect() as conn:
         keys = conn.execute(text("SELECT dedup_key FROM inbox_bodies ORDER BY id")).scalars()
         assert list(keys) == ["k1", "k3"]
+
+
+def test_libpq_only_settings_in_the_url_do_not_stop_the_writer(engine: Engine) -> None:
+    # The engine (libpq) takes these; sent to the server as settings, each would be refused
+    # and every webhook would be stored the long way, or not at all (store/asyncpg_url.py).
+    url = engine.url.update_query_dict({"keepalives": "1", "tcp_user_timeout": "10000",
+                                        "gssencmode": "disable", "connect_timeout": "3"})
+
+    async def scenario() -> None:
+        append = PgAppend(url)
+        await append.append([_row(1)])
+        await append.close()
+
+    asyncio.run(scenario())
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM inbox_bodies")).scalar() == 1

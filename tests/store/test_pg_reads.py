@@ -15,7 +15,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlmodel import Session
 
 from store import conversations, db
-from store.pg_reads import AsyncReads, asyncpg_params
+from store.asyncpg_url import asyncpg_params
+from store.pg_reads import AsyncReads
 from tests.conftest import postgres_only
 
 T = datetime(2026, 11, 24, 10, 0, 0, 123456, tzinfo=UTC)
@@ -220,26 +221,6 @@ def test_libpq_only_settings_in_the_url_are_not_sent_to_the_server(pg_engine: En
         engine.dispose()
 
     assert _application_name(url) == "replywindow-fallback"
-
-
-@pytest.mark.parametrize("setting", ["channel_binding=require", "require_auth=scram-sha-256",
-                                     "gssencmode=require", "sslcertmode=require",
-                                     "requirepeer=postgres"])
-def test_a_url_demanding_what_the_lookups_cannot_do_is_refused(setting: str) -> None:
-    url = make_url(f"postgresql+psycopg://rw@db/replywindow?{setting}")
-    with pytest.raises(ValueError, match=f"{setting} in the database URL is not supported"):
-        asyncpg_params(url)
-    # The same settings asking for nothing are left out like the others.
-    lenient = make_url("postgresql+psycopg://rw@db/replywindow?channel_binding=prefer"
-                       "&gssencmode=disable&sslcertmode=allow")
-    assert dict(make_url(asyncpg_params(lenient)[0]).query) == {}
-
-
-def test_hostaddr_is_the_host_when_the_url_names_none() -> None:
-    url = make_url("postgresql+psycopg://rw@/replywindow?hostaddr=127.0.0.1&keepalives=1")
-    dsn, _ = asyncpg_params(url)
-    assert make_url(dsn).host == "127.0.0.1"
-    assert dict(make_url(dsn).query) == {}
 
 
 def test_a_statement_that_fails_raises_its_own_error_and_the_reads_go_on(
