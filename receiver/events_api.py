@@ -15,9 +15,9 @@ from starlette.routing import Route
 from receiver.auth import Caller, authenticate
 from receiver.errors import Invalid
 from receiver.runtime import Runtime
-from receiver.windows_api import iso
 from store import events
 from store.models import Event
+from store.utc_text import iso_z
 
 CURSOR = re.compile(r"[0-9]{1,19}\.[0-9]{1,19}")
 BIGINT_MAX = 2**63 - 1  # txid and id are bigints: a larger number is no cursor of ours
@@ -33,7 +33,7 @@ def cursor_of(event: Event) -> str:
 
 def event_body(event: Event) -> dict[str, Any]:
     return {"id": f"evt_{event.id}", "cursor": cursor_of(event), "type": event.kind,
-            "created_at": iso(event.created_at), "data": event.data}
+            "created_at": iso_z(event.created_at), "data": event.data}
 
 
 def _parse_cursor(raw: str | None) -> tuple[int, int]:

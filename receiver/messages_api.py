@@ -26,13 +26,14 @@ from receiver.errors import ApiError, BadPayload, Invalid, NotFound, PayloadTooL
 from receiver.raw_response import JsonAnswer
 from receiver.runtime import Runtime
 from receiver.settings import MAX_BODY_BYTES
-from receiver.windows_api import iso, window_body
+from receiver.windows_api import window_body
 from sender import events as bot_events
 from sender import outcomes, policy, validate
 from sender.group_commit import Deferring, write_now
 from sender.service import Call, Sender
 from sender.validate import ValidationFailed
 from store import db, messages, outbox, templates
+from store.utc_text import iso_z
 
 logger = logging.getLogger(__name__)
 
@@ -140,9 +141,9 @@ def message_body(message: Any, *, window: dict[str, Any] | None) -> dict[str, An
         "failure": ({"code": message.failure_code, "reason": message.failure_reason}
                     if message.failure_code or message.failure_reason else None),
         "flagged": message.flagged,
-        "send_at": iso(message.send_at),
-        "created_at": iso(message.created_at),
-        "times": {name: iso(getattr(message, column))
+        "send_at": iso_z(message.send_at),
+        "created_at": iso_z(message.created_at),
+        "times": {name: iso_z(getattr(message, column))
                   for name, column in messages.STATUS_COLUMNS.items() if getattr(message, column)},
     }
 
@@ -391,7 +392,7 @@ def get_message(request: Request) -> JSONResponse:
         body = message_body(message, window=_window(session, runtime, message))
         events = messages.events_for(session, message.id)
     body["events"] = [
-        {"status": e.status, "at": iso(e.occurred_at), "received_at": iso(e.received_at),
+        {"status": e.status, "at": iso_z(e.occurred_at), "received_at": iso_z(e.received_at),
          "failure": ({"code": e.failure_code, "reason": e.failure_reason}
                      if e.failure_code or e.failure_reason else None)}
         for e in events
@@ -464,7 +465,7 @@ def list_templates(request: Request) -> JSONResponse:
     return JSONResponse({"templates": [
         {"name": t.name, "language": t.language, "status": t.status, "category": t.category,
          "vendor_template_id": t.vendor_template_id, "components": t.components,
-         "reason": t.reason, "status_at": iso(t.status_at), "synced_at": iso(t.synced_at)}
+         "reason": t.reason, "status_at": iso_z(t.status_at), "synced_at": iso_z(t.synced_at)}
         for t in rows
     ]})
 

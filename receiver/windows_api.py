@@ -18,15 +18,12 @@ from receiver.errors import Invalid
 from receiver.runtime import Runtime
 from sender.window import WINDOW, open_since, window_state
 from store import conversations
+from store.utc_text import iso_z
 
 # ASCII digits only (\d also takes other scripts' digits), matched whole (`$` lets "\n" by).
 PHONE = re.compile(r"\+?[0-9]{7,14}")
 WHOLE_NUMBER = re.compile(r"[0-9]{1,6}")  # no bound here needs more; int() on more is slow
 MAX_LIMIT = 1000
-
-
-def iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def _phone(value: str, field: str) -> str:
@@ -73,9 +70,9 @@ def window_body(conversation: WindowTimes | None, *, business: str, recipient: s
         "business_phone": business,
         "recipient": recipient,
         "open": state.open,
-        "last_inbound_at": iso(state.last_inbound_at),
-        "expires_at": iso(state.expires_at),
-        "closes_at": iso(state.closes_at),
+        "last_inbound_at": iso_z(state.last_inbound_at),
+        "expires_at": iso_z(state.expires_at),
+        "closes_at": iso_z(state.closes_at),
         "seconds_left": state.seconds_left,
         "unanswered": last_inbound is not None
         and (last_outbound is None or last_outbound < last_inbound),

@@ -9,10 +9,7 @@ from sqlmodel import Session
 
 from store import events
 from store.models import OutboundMessage
-
-
-def iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
+from store.utc_text import iso_z
 
 
 def conversation_key(channel: str, account: str, customer: str) -> str:
@@ -40,7 +37,7 @@ def inbound_row(*, channel: str, account: str, customer: str, message_id: str, m
     """message.inbound, as a row to write (the applier writes a batch's in one go)."""
     return event_row("message.inbound", channel=channel, account=account, customer=customer,
                      data={"message_id": message_id, "type": msg_type, "text": text,
-                           "content": content, "sent_at": iso(sent_at),
+                           "content": content, "sent_at": iso_z(sent_at),
                            "customer_name": customer_name},
                      now=now, push=push)
 

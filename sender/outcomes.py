@@ -22,6 +22,7 @@ from sender import status as status_rules
 from sender.validate import count_variables
 from store import messages, optouts, outbox, templates
 from store.models import OutboundMessage, StatusEvent
+from store.utc_text import iso_z
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def announce_status(session: Session, message: Any, transition: status_rules.Tra
     if message.status != previous or transition.flagged:
         bot_events.message_event(session, "message.status", message, now=at,
                                  push=config.push_events, previous=previous,
-                                 at=bot_events.iso(at))
+                                 at=iso_z(at))
 
 
 def record_status(session: Session, message: OutboundMessage, *, status: str, at: datetime,

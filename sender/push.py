@@ -29,6 +29,7 @@ from sqlmodel import Session
 from store import db
 from store import events as store_events
 from store.models import Event
+from store.utc_text import iso_z
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def sign(secret: str, *, msg_id: str, timestamp: int, body: bytes) -> str:
 def payload(event: Event) -> bytes:
     return json.dumps({
         "id": f"evt_{event.id}", "cursor": f"{event.txid}.{event.id}", "type": event.kind,
-        "created_at": event.created_at.isoformat().replace("+00:00", "Z"), "data": event.data,
+        "created_at": iso_z(event.created_at), "data": event.data,
     }, ensure_ascii=False, separators=(",", ":")).encode()
 
 

@@ -15,6 +15,7 @@ from sender.service import LEASE, Sender
 from sender.window import open_since, window_state
 from store import conversations, inbox, messages, outbox
 from store.models import StatusEvent, Template
+from store.utc_text import iso_z
 
 logger = logging.getLogger(__name__)
 
@@ -192,10 +193,10 @@ async def announce_expiring(sender: Sender) -> int:
             state = window_state(row.last_inbound_at, now=now, margin=config.margin)
             bot_events.emit(session, "window.expiring", channel="whatsapp", account=row.account,
                             customer=row.customer, now=now, push=config.push_events, data={
-                                "last_inbound_at": bot_events.iso(state.last_inbound_at),
+                                "last_inbound_at": iso_z(state.last_inbound_at),
                                 "last_inbound_message_id": row.last_inbound_message_id,
-                                "expires_at": bot_events.iso(state.expires_at),
-                                "closes_at": bot_events.iso(state.closes_at),
+                                "expires_at": iso_z(state.expires_at),
+                                "closes_at": iso_z(state.closes_at),
                                 "seconds_left": state.seconds_left})
             announced += 1
         return announced

@@ -28,6 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.types import TypeEngine
 
+from store import utc_text
 from store.db import UTCDateTime
 
 Converter = Callable[[Any], Any]
@@ -83,8 +84,7 @@ def _sqlite_utc(slow: Converter, value: datetime) -> Any:
     Any other time (another zone; naive, which it refuses) goes to `slow`, that processor."""
     if value.tzinfo is not UTC:
         return slow(value)
-    text = value.isoformat(" ")  # "YYYY-MM-DD HH:MM:SS[.ffffff]+00:00"
-    return text[:-6] if value.microsecond else text[:-6] + ".000000"
+    return utc_text.database(value)
 
 
 class Many:

