@@ -1,11 +1,14 @@
-"""UTC times as text: the text datetime's own methods give, at a fraction of their cost.
+"""UTC times as text: the text datetime's own methods give, at a fraction of their cost, for
+the times that come in runs.
 
 `datetime.isoformat` costs ~11,000 instructions a call on CPython 3.11 (it formats through
 PyUnicode_FromFormat and asks the zone for its offset): in the applier, four calls a webhook
-body were 8.7 % of its instructions (callgrind; docs/performance.md, "Sixteenth pass"). Here a
-time's second is formatted once and kept, and only its microseconds are formatted each time;
-the database text of a time a batch writes again and again (its `now`, a message's time on
-several rows) is kept whole.
+body were 8.7 % of its instructions (callgrind; docs/performance.md, "Sixteenth pass"). The
+times written there come in runs: a batch writes its `now` and a message's time on several
+rows, and bodies received together share their second. So a time's second is formatted once
+and kept, only its microseconds each time, and the database text of a time is kept whole.
+Times read back from the store for an answer are scattered over days and would only miss
+what is kept: those are written by `iso_z`, the plain way.
 
 Only aware UTC times (`tzinfo is UTC`: what the clock gives and the store reads) take the
 fast way; any other time goes the slow one, so the text is always the method's own.
@@ -28,8 +31,7 @@ def _second(value: datetime) -> tuple[str, str]:
     if texts is None:
         if len(_SECONDS) >= KEEP:
             _SECONDS.clear()
-        year, month, day, hour, minute, second = key
-        spaced = f"{year:04d}-{month:02d}-{day:02d} {hour:02d}:{minute:02d}:{second:02d}"
+        spaced = value.isoformat(" ", "seconds")[:19]  # once a second: the slow way will do
         texts = _SECONDS[key] = (spaced, f"{spaced[:10]}T{spaced[11:]}")
     return texts
 
@@ -57,12 +59,6 @@ def iso(value: datetime) -> str:
 
 
 def iso_z(value: datetime | None) -> str | None:
-    """`value.isoformat()` with a UTC offset written as "Z" (the API's times); None stays
-    None."""
-    if value is None:
-        return None
-    if value.tzinfo is not UTC:
-        return value.isoformat().replace("+00:00", "Z")
-    micro = value.microsecond
-    second = _second(value)[1]
-    return f"{second}.{micro:06d}Z" if micro else second + "Z"
+    """`value.isoformat()` with a UTC offset written as "Z": the API's and the bots' times.
+    None stays None."""
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
