@@ -197,8 +197,9 @@ class Ingestor:
                                        "error": type(exc).__name__})
                     self._writers.put(batch)
                     continue
-                except BaseException:  # cancelled (the loop is closing): still stored
-                    self._writers.put(batch)
+                except BaseException:  # cancelled (the loop is closing): all still stored,
+                    rest, self._queue = self._queue, []  # those queued behind it too
+                    self._writers.put(batch + rest)
                     raise
                 self._answer(batch, _states([item for item, _ in batch]))
         finally:

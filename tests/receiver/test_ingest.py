@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -252,6 +253,54 @@ def test_a_writer_whose_connection_was_cut_stores_the_batch_all_the_same(
     Drainer(engine, settings, lambda: NOW).drain()
     assert count(engine, InboxBody) == 3
     assert count(engine, ChatMessage) == 3
+
+
+@pytest.mark.postgres
+def test_bodies_whose_statement_the_closing_loop_cut_off_are_stored_all_the_same(
+        db_url: str, engine: Engine, settings: Settings) -> None:
+    """PostgreSQL: the event loop closes (no `stop`: asyncio.run cancels what still runs)
+    while the writer's statement is held up by a lock. Its batch, and the bodies queued
+    behind it, go to the writer thread, which stores them once the lock is gone."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("the writer's own statement is PostgreSQL's")
+    read = parsers(settings)[("itnio", "whatsapp")]
+    raws = [json.dumps(uplink(f"cut{n}", customer=f"9181000{n:05d}")).encode()
+            for n in range(5)]
+
+    def item(raw: bytes) -> Received:
+        return Received("itnio", "whatsapp", NOW, {}, raw, events=read(raw))
+
+    def insert_waits_for_the_lock() -> bool:
+        with engine.connect() as conn:
+            return bool(conn.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO inbox_bodies%'"))
+                .scalar())
+
+    async def scenario() -> None:
+        writer = Ingestor(engine)
+        await writer.start()
+        # Never answered: asyncio.run cancels them when this returns.
+        waiting = [asyncio.ensure_future(writer.submit(item(raws[0]), timeout=30))]
+        deadline = time.monotonic() + 10
+        while not await asyncio.to_thread(insert_waits_for_the_lock):
+            assert time.monotonic() < deadline, "the writer's statement never reached the lock"
+            await asyncio.sleep(0.02)
+        waiting += [asyncio.ensure_future(writer.submit(item(raw), timeout=30))
+                    for raw in raws[1:]]  # queued behind the statement that is out
+        await asyncio.sleep(0)
+        assert not any(job.done() for job in waiting)
+
+    with engine.connect() as blocker:
+        blocker.execute(text("LOCK TABLE inbox_bodies IN ACCESS EXCLUSIVE MODE"))
+        asyncio.run(scenario())
+        blocker.rollback()  # the lock goes
+    deadline = time.monotonic() + 10
+    while count(engine, InboxBody) < len(raws) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with Session(engine) as session:
+        stored = session.exec(select(InboxBody.body)).all()  # type: ignore[arg-type]
+    assert set(stored) == set(raws)  # none lost (a statement the server ran anyway: twice)
 
 
 def test_a_stored_body_keeps_its_bytes_headers_and_time_as_received(
