@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from sqlalchemy import text
@@ -34,3 +35,18 @@ def test_spool_connection_is_durable_and_keeps_temporary_data_in_memory(tmp_path
         assert connection.execute("PRAGMA temp_store").fetchone()[0] == MEMORY
     finally:
         spool.close()
+
+
+def test_bytes_and_none_reach_sqlite_as_they_came(tmp_path: Path) -> None:
+    """store.db registers adapters for bytes and None (they are cheaper found than missed):
+    a body's every byte and a NULL still go in, and come back, as they were."""
+    body = bytes(range(256)) + b"\x00\xff tail"
+    connection = sqlite3.connect(tmp_path / "raw.db")
+    try:
+        connection.execute("CREATE TABLE t (body BLOB, detail TEXT)")
+        connection.execute("INSERT INTO t VALUES (?, ?)", (body, None))
+        assert connection.execute("SELECT body, detail, typeof(body), typeof(detail) FROM t "
+                                  "WHERE body = ? AND detail IS NULL", (body,)).fetchall() == [
+            (body, None, "blob", "null")]
+    finally:
+        connection.close()
