@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
-from receiver import logging_setup
+from receiver import gc_tuning, logging_setup
 from receiver.applier import POLL_SECONDS, Drainer, wait_applied
 from receiver.settings import Settings
 from store import db
@@ -157,6 +157,11 @@ def main() -> None:
                       on_moved=lambda through: _tell_parent(b"m%d" % through))
     parent = os.getppid()
     fd = stdin.fileno()
+    # As the server does (receiver/gc_tuning.py): the modules, SQLAlchemy's metadata and the
+    # settings live as long as the process; out of the collector's sight, a full collection
+    # walks only what was made since (measured, draining 150,000 bodies: the collector's
+    # time 1.7 -> 0.9 us a body, the full collections 23 -> 3.4 ms each).
+    gc_tuning.freeze_startup_objects()
     # Acknowledging comes first: on a busy machine the scheduler favours the server.
     os.nice(NICENESS)
     try:

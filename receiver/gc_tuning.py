@@ -1,4 +1,4 @@
-"""Keep Python's full garbage collections short in the server.
+"""Keep Python's full garbage collections short in the server and its applier process.
 
 CPython 3.11 runs a full (generation 2) collection whenever enough objects have outlived two
 younger collections, and a full collection walks every object the process holds. Most of those
