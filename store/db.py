@@ -85,9 +85,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         cur.execute("PRAGMA busy_timeout=30000")
         # A checkpoint copies every page changed since the last one into the database file;
         # the applier's batches change the same index pages again and again, so copying every
-        # 4,000 pages (16 MB of log) rather than SQLite's 1,000 copies each of them fewer
-        # times (docs/performance.md, "Sixth pass": the applier alone 11-13k -> 14-15k/s).
-        cur.execute("PRAGMA wal_autocheckpoint=4000")
+        # 16,000 pages (~64 MB of log) rather than SQLite's 1,000 copies each of them fewer
+        # times (docs/performance.md: "Sixth pass", 1,000 -> 4,000; "Seventeenth pass",
+        # 4,000 -> 16,000: the applier's CPU a body -8 % as the database grows past 300,000
+        # bodies, and the sustained 0.35x run kept up where it had fallen behind).
+        cur.execute("PRAGMA wal_autocheckpoint=16000")
         # The applier's multi-row statements inside its transactions keep statement journals;
         # on disk (SQLite's default) they cost it ~1.3 temp-file writes a body, ~10 % of its
         # CPU (docs/performance.md, "Fourteenth pass"). Each lives for one statement.

@@ -21,7 +21,7 @@ def test_engine_connections_are_durable_and_keep_temporary_data_in_memory(tmp_pa
             assert connection.execute(text("PRAGMA journal_mode")).scalar() == WAL
             assert connection.execute(text("PRAGMA synchronous")).scalar() == FULL
             assert connection.execute(text("PRAGMA temp_store")).scalar() == MEMORY
-            assert connection.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 4000
+            assert connection.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 16000
     finally:
         engine.dispose()
 
