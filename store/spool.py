@@ -118,8 +118,9 @@ class Spool:
             connection.execute("PRAGMA temp_store=MEMORY")  # as the main database's (store/db.py)
             # Builds with SECURE_DELETE (Debian's) zero every deleted body, so each page of
             # bodies the writer deletes once applied was written again, as zeros. Every body is
-            # kept in `inbox_bodies`, so zeros here hide nothing; FAST zeroes only what is written
-            # anyway (docs/performance.md, "Seventeenth pass": the server's CPU a webhook ~3 % less).
+            # kept in `inbox_bodies`, so zeros here hide nothing; FAST zeroes only what is
+            # written anyway (docs/performance.md, "Seventeenth pass": the server's CPU a
+            # webhook ~3 % less).
             connection.execute("PRAGMA secure_delete=FAST")
             self._local.connection = connection
             with self._lock:
