@@ -29,6 +29,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from store.reports import DeliveryRow
+from store.utc_text import iso_z
 
 GROUP_FIELDS = ("day", "channel", "route", "account", "status")
 STATUSES = ("accepted", "sent", "delivered", "read", "failed", "rejected", "expired")
@@ -267,7 +268,7 @@ def _cell(value: Any) -> Any:
 
 
 def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return iso_z(value.astimezone(UTC))
 
 
 def build_report(rows: Iterable[DeliveryRow], *, since: datetime, until: datetime,

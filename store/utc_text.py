@@ -17,6 +17,7 @@ fast way; any other time goes the slow one, so the text is always the method's o
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import overload
 
 KEEP = 4096  # texts kept in each table below; a full table is emptied and fills again
 
@@ -59,6 +60,14 @@ def iso(value: datetime) -> str:
     micro = value.microsecond
     second = _second(value)[1]
     return f"{second}.{micro:06d}+00:00" if micro else second + "+00:00"
+
+
+@overload
+def iso_z(value: datetime) -> str: ...
+
+
+@overload
+def iso_z(value: datetime | None) -> str | None: ...
 
 
 def iso_z(value: datetime | None) -> str | None:
