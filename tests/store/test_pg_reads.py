@@ -241,3 +241,48 @@ def test_a_statement_that_fails_raises_its_own_error_and_the_reads_go_on(
     assert isinstance(failed, asyncpg.exceptions.DivisionByZeroError)
     assert not isinstance(failed, db.Unreachable)
     assert [tuple(row) for row in rows] == [(1,)]
+
+
+def test_the_lookup_is_planned_once_and_planned_again_when_the_table_is_analyzed(
+        pg_engine: Engine) -> None:
+    """The reads keep one plan of the lookup a connection (plan_cache_mode). One made on a
+    near-empty table scans all of it; once the table has grown and is analyzed (as
+    autovacuum does), the same connection's lookup probes the unique key instead."""
+    ask = "('{whatsapp}', '{91856321412}', '{917000000042}')"
+
+    async def plan(reads: AsyncReads) -> tuple[str, int]:
+        [(name, generic)] = await reads.rows(
+            "SELECT name, generic_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE '%FROM unnest%' "
+            "AND statement NOT LIKE '%pg_prepared_statements%'", ())  # not this one itself
+        lines = await reads.rows(f"EXPLAIN EXECUTE {name}{ask}", ())
+        return "\n".join(line[0] for line in lines), int(generic)
+
+    async def scenario() -> tuple[str, int, str, conversations.WindowTimes | None]:
+        reads = AsyncReads(pg_engine.url, size=1)  # one connection: every read on it
+        try:
+            await conversations.window_times_pg(
+                reads, pg_engine.dialect, channel="whatsapp", account="91856321412",
+                customer="91856321432")
+            small, generic = await plan(reads)
+            with psycopg.connect(pg_engine.url.set(drivername="postgresql").render_as_string(
+                    hide_password=False), autocommit=True) as admin:
+                admin.execute(
+                    "INSERT INTO conversations (channel, account, customer, last_inbound_at, "
+                    "created_at, updated_at) SELECT 'whatsapp', '91856321412', "
+                    "(917000000000 + n)::text, %s - n * interval '1 minute', %s, %s "
+                    "FROM generate_series(0, 49999) AS n", (T, T, T))
+                admin.execute("ANALYZE conversations")
+            found = await conversations.window_times_pg(
+                reads, pg_engine.dialect, channel="whatsapp", account="91856321412",
+                customer="917000000042")
+            large, _ = await plan(reads)
+            return small, generic, large, found
+        finally:
+            await reads.close()
+
+    small, generic, large, found = asyncio.run(scenario())
+    assert generic >= 1
+    assert "Seq Scan on conversations" in small
+    assert "Seq Scan" not in large and "Index Scan using uq_conversations_key" in large
+    assert found is not None and found.last_inbound_at == T - timedelta(minutes=42)
