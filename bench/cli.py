@@ -469,9 +469,16 @@ class Bench:
             load = self.warm_and_measure(s, entries, entries, connections=conns)
             self.fill_row(row, s, load, conns)
             self.at_half_rate(half, s, entries, load, conns)
+            mapped = family_kb(s.pid, "RssFile")
         row.detail["loaded_in_s"] = seconds
         row.notes.append(f"{self.o.windows:,} conversations bulk-loaded in {seconds:.1f} s; "
                          f"{count:,} distinct lookups (95% in the table)")
+        if mapped is not None:
+            # SQLite's lookups read the database through a memory map (store/conversations.py):
+            # the pages they touch count in RSS, as the kernel's page cache, not the heap.
+            row.detail["rss_file_mb"] = mapped / 1024
+            row.notes.append(f"of the peak RSS, {mapped / 1024:,.0f} MB are files mapped (RssFile:"
+                             " the libraries, and on SQLite the database the lookups read)")
         try:  # the lookups' rows stand whatever becomes of their floor's
             floor = self.floor(floor_name, entries, half)
         except Exception as exc:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from store import db
+from store import conversations, db, migrate
 from store.spool import Spool
 
 WAL, FULL, MEMORY = "wal", 2, 2  # PRAGMA synchronous=FULL and temp_store=MEMORY read back as 2
@@ -38,6 +38,25 @@ def test_spool_connection_is_durable_and_keeps_temporary_data_in_memory(tmp_path
         assert connection.execute("PRAGMA secure_delete").fetchone()[0] == 2
     finally:
         spool.close()
+
+
+def test_window_lookups_read_the_database_file_through_a_memory_map(tmp_path: Path) -> None:
+    """The lookups' own read-only connection maps the file (as far as SQLite's build allows);
+    test_conversations checks that what it reads is what was last committed."""
+    url = f"sqlite:///{tmp_path / 'rw.db'}"
+    migrate.upgrade(url)
+    engine = db.make_engine(url)
+    try:
+        assert conversations.window_times(engine, channel="whatsapp", account="91856321412",
+                                          customer="91856321432") is None
+        reader = conversations._sqlite_reader(engine)
+        assert reader is not None
+        assert reader.connection.execute("PRAGMA query_only").fetchone()[0] == 1
+        # What SQLite granted of READER_MMAP_BYTES: its build's limit (2 GB on Debian's); 0 on
+        # a build without memory maps, where the lookups read as before.
+        assert reader.connection.execute("PRAGMA mmap_size").fetchone()[0] > 0
+    finally:
+        engine.dispose()
 
 
 def test_bytes_and_none_reach_sqlite_as_they_came(tmp_path: Path) -> None:
