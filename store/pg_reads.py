@@ -35,13 +35,14 @@ from store.db import Unreachable
 
 # The lookup's plan made once per connection, not for every statement. PostgreSQL plans a
 # prepared statement afresh each time while a plan for the given array lengths looks cheaper
-# than one for any ("custom"): ~40 us of the backend's CPU a statement, the lookups' p50 at half
-# rate ~0.1 ms higher, their p99 0.15-0.9 ms higher in five alternated pairs
-# (docs/performance.md, "Eighteenth pass"). A plan kept is made for the table as it was: on
-# an empty one a hash join over a scan of the whole table. It does not outlast the table's
-# growth: autovacuum analyzes the table once 50 rows and then each 10 % more have come, and
-# an ANALYZE makes every session plan its statements on the table again (a test holds
-# PostgreSQL to that); and asyncpg prepares each statement anew after REPLAN_SECONDS.
+# than one for any ("custom"): ~40 us of the backend's CPU a statement; at half rate the
+# lookups' p50 ~0.1 ms higher and their p99 0.15-0.94 ms further above the bare endpoint's
+# in five alternated pairs (docs/performance.md, "Eighteenth pass"). A plan kept is made for
+# the table as it was: on an empty one, a hash join over a scan of the whole table. It does
+# not outlast the table's growth: autovacuum analyzes the table once 50 rows and then each
+# 10 % more have come, and an ANALYZE makes every session plan its statements on the table
+# again (a test holds PostgreSQL to that); asyncpg also prepares each statement anew after
+# REPLAN_SECONDS.
 _SETTINGS = {"plan_cache_mode": "force_generic_plan"}
 REPLAN_SECONDS = 300
 

@@ -1,13 +1,13 @@
 """PostgreSQL: no foreign keys on the applier's links to bodies and conversations
 
 PostgreSQL checks a foreign key with a trigger a row: a query of the parent table through
-SPI and a lock on the parent's row (FOR KEY SHARE, written into the row). The applier wrote
-four such rows a body on average (its event keys, chat messages and statuses, each naming
-the body it came from, and each chat message its conversation), all to rows that its own
-transaction had just read or written. Measured on a drain of 106,000 bodies of the
-benchmark's mix: PostgreSQL's CPU 54 -> 44 us a body (docs/performance.md, "Eighteenth
-pass"). Nothing in the service deletes bodies or conversations, so the links cannot dangle
-but by hand. SQLite probes the parent's primary key in-process, with no lock: kept there.
+SPI and a lock on the parent's row (FOR KEY SHARE, written into the row). The applier's rows
+made ~2.5 such checks a body of the benchmark's mix (its event keys, chat messages and
+statuses, each naming the body it came from, and each chat message its conversation), all of
+rows that its own transaction had just read or written. Measured on a drain of 106,000
+bodies: PostgreSQL's CPU 54 -> 44 us a body (docs/performance.md, "Eighteenth pass").
+Nothing in the service deletes bodies or conversations, so the links cannot dangle but by
+hand. SQLite probes the parent's primary key in-process, with no lock: kept there.
 
 Revision ID: 0007
 Revises: 0006
