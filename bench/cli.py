@@ -477,7 +477,7 @@ class Bench:
             # SQLite's lookups read the database through a memory map (store/conversations.py):
             # the pages they touch count in RSS, as the kernel's page cache, not the heap.
             row.detail["rss_file_mb"] = mapped / 1024
-            row.notes.append(f"of the peak RSS, {mapped / 1024:,.0f} MB are files mapped (RssFile:"
+            row.notes.append(f"RSS at the end: {mapped / 1024:,.0f} MB of it files mapped (RssFile:"
                              " the libraries, and on SQLite the database the lookups read)")
         try:  # the lookups' rows stand whatever becomes of their floor's
             floor = self.floor(floor_name, entries, half)

@@ -35,7 +35,7 @@ from store.db import Unreachable
 
 # The lookup's plan made once per connection, not for every statement. PostgreSQL plans a
 # prepared statement afresh each time while a plan for the given array lengths looks cheaper
-# than one for any ("custom"): ~40 us of the backend's CPU a statement; at half rate the
+# than one for any ("custom"): ~40 us a statement idle (twelfth pass); at half rate the
 # lookups' p50 ~0.1 ms higher and their p99 0.15-0.94 ms further above the bare endpoint's
 # in five alternated pairs (docs/performance.md, "Eighteenth pass"). A plan kept is made for
 # the table as it was: on an empty one, a hash join over a scan of the whole table. It does

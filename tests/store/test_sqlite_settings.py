@@ -63,8 +63,8 @@ def test_bytes_and_none_reach_sqlite_as_they_came(tmp_path: Path) -> None:
     """store.db registers adapters for bytes and None (they are cheaper found than missed):
     a body's every byte and a NULL still go in, and come back, as they were."""
     body = bytes(range(256)) + b"\x00\xff tail"
-    # The adapters are in effect (without them sqlite3 finds none: "can't adapt") ...
-    assert db.__name__ == "store.db"  # imported above: registering them is its doing
+    # The adapters are in effect (store.db, imported above, registers them; without them
+    # sqlite3 finds none: "can't adapt") ...
     assert sqlite3.adapt(body) is body
     assert sqlite3.adapt(None) is None
     # ... and a round trip through them changes nothing.
